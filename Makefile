@@ -1,0 +1,36 @@
+# One entry point for people and CI. `demo` and `test` create the virtual environment when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# No test or demo reaches the network: Hugging Face is told to stay offline.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[lab,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m petl_kit demo
+
+test: $(STAMP)
+	PETL_KIT_OUTPUTS=$$(mktemp -d) $(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check petl_kit tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check petl_kit tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format petl_kit tests benchmarks
+	$(VENV)/bin/ruff check --fix petl_kit tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

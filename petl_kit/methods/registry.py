@@ -1,0 +1,94 @@
+"""The method registry: one :class:`MethodSpec` per PETL method, registered by its own file.
+
+A method file holds a frozen config dataclass, its modules, ``apply(model, cfg)`` (which mutates
+the model in place: unfreezes what it trains, injects what it adds) and one
+:func:`register_method` call. Per-method facts used by the generic contract tests live on the
+spec (``identity_at_init``, ``merges``), not in ``isinstance`` special cases.
+
+Injected parameters must live under an attribute whose name starts with ``petl_``: that is how
+:func:`petl_kit.efficiency.count_parameters` tells method parameters from backbone ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ConfigError, build
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method config; ``profile`` is filled in by :func:`make_config`."""
+
+    profile: str = "corrected"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    Attributes:
+        name: canonical name (``'lora'``).
+        config_cls: its frozen config dataclass.
+        apply: ``apply(model: PetlModel, cfg) -> None``.
+        lr: the reference code's learning rate for the method (AdamW, cosine to 0).
+        aliases: extra spellings (the reference spellings are matched case- and dash-insensitively
+            anyway: 'full-FT', 'LoRA', 'Soft-MoA').
+        identity_at_init: ``f(cfg) -> bool``: True when, at init, the model's output equals the
+            frozen backbone + head (checked by the contract tests).
+        merges: the method can fold its weights into the backbone (``merge()`` / ``unmerge()``).
+        paper: citation shown in the README's method table.
+    """
+
+    name: str
+    config_cls: type
+    apply: Callable[[Any, Any], None]
+    lr: float
+    aliases: tuple[str, ...] = ()
+    identity_at_init: Callable[[Any], bool] = lambda cfg: True
+    merges: bool = False
+    paper: str = ""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"method {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    for alias in (spec.name, *spec.aliases):
+        _ALIASES[_key(alias)] = spec.name
+    return spec
+
+
+def list_methods() -> list[str]:
+    """Canonical names of every registered method, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of ``name`` (reference spellings such as 'full-FT' or 'Soft-MoA' accepted)."""
+    canonical = _ALIASES.get(_key(str(name)))
+    if canonical is None:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(list_methods())}")
+    return _REGISTRY[canonical]
+
+
+def make_config(method: str, values: dict[str, Any] | None, profile: str = "corrected"):
+    """The method's config from user ``values`` under ``profile`` (validated; see config.build)."""
+    spec = get_method(method)
+    return build(spec.config_cls, values, profile, owner=f"{spec.name} method_config")
+
+
+def config_keys(method: str) -> list[str]:
+    spec = get_method(method)
+    return [f.name for f in dataclasses.fields(spec.config_cls) if f.name != "profile"]

@@ -1,0 +1,264 @@
+"""``build_model``: backbone + method + pooling + head, freezing, and trainable-only persistence.
+
+>>> model = build_model(backbone="ast", backbone_config=tiny_config("ast"), num_classes=10,
+...                     method="bitfit")
+>>> logits = model(features)            # features [B, L, 128] -> logits [B, 10]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import anatomy
+from .backbones import get_family, load_backbone, tiny_config
+from .config import ConfigError, as_dict, build, check_profile, option
+from .methods import get_method, make_config
+
+# token roles, used by pooling (prompt methods insert PROMPT tokens)
+CLS, DIST, PROMPT, PATCH = 0, 1, 2, 3
+POOLINGS = {
+    "ALL": (CLS, DIST, PROMPT, PATCH),
+    "CLS": (CLS,),
+    "CLS_DIST": (CLS, DIST),
+    "PROMPTS": (PROMPT,),
+    "SPEECH": (PATCH,),
+    "PROMPTS+SPEECH": (PROMPT, PATCH),
+}
+TASKS = ("multiclass", "multilabel")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Backbone-level behaviour switches (spec ``methods.md`` §15; reference → corrected).
+
+    pos_embed: AST position embeddings at a new input length (R1): ``'zeros'`` → ``'crop_interpolate'``.
+    frozen_modules_train_mode: frozen parts stay in train mode, so dropout/LayerDrop/HF masking
+        act inside them (R26/M6): True → False.
+    pass_attention_mask: give frame models the attention mask of padded batches (R27): False → True.
+    masked_pooling: mean-pool frame models over valid frames only (R27): False → True.
+    init: init of injected modules (R2): ``'reference_effective'`` (trunc-normal 0.02 for every
+        injected Linear) → ``'method_default'`` (each method's documented init).
+    """
+
+    pos_embed: Literal["zeros", "crop_interpolate"] = option("zeros", "crop_interpolate")
+    frozen_modules_train_mode: bool = option(True, False)
+    pass_attention_mask: bool = option(False, True)
+    masked_pooling: bool = option(False, True)
+    init: Literal["reference_effective", "method_default"] = option(
+        "reference_effective", "method_default"
+    )
+    profile: str = "corrected"
+
+
+class PetlModel(nn.Module):
+    """A backbone with a PETL method applied, a pooling and a linear head.
+
+    Attributes:
+        backbone: the Hugging Face model (methods have been applied to it in place).
+        head: ``Linear(hidden, num_classes)`` (PyTorch default init).
+        family, method, method_config, task, pooling, options, build_args.
+        role_layout: ``f(seq_len) -> LongTensor[seq_len]`` of token roles; prompt methods replace
+            it when they insert tokens.
+    """
+
+    def __init__(self, backbone, num_classes: int, task: str, pooling: str, options: ModelOptions):
+        super().__init__()
+        self.backbone = backbone
+        self.family = backbone.petl_family
+        self.task = task
+        self.pooling = pooling
+        self.options = options
+        self.head = nn.Linear(backbone.config.hidden_size, num_classes)
+        self.role_layout = self._default_roles
+        self.method = ""
+        self.method_config: Any = None
+        self.build_args: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ forward
+    def _default_roles(self, seq_len: int) -> torch.Tensor:
+        if self.family == "ast":
+            return torch.tensor([CLS, DIST] + [PATCH] * (seq_len - 2))
+        return torch.full((seq_len,), PATCH)
+
+    def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Run the backbone.
+
+        Args:
+            input_values: ``[B, L, n_mels]`` fbank (AST) or ``[B, S]`` waveform (frame models).
+            attention_mask: ``[B, S]`` 1 for real samples (frame models), optional.
+
+        Returns:
+            ``(hidden [B, T, D], valid [B, T] bool | None)``: the last hidden state (after the
+            final LN where the backbone has one) and which positions are real frames.
+        """
+        if self.family == "ast":
+            return self.backbone(input_values).last_hidden_state, None
+        mask = attention_mask if self.options.pass_attention_mask else None
+        hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
+        if attention_mask is None or not self.options.masked_pooling:
+            return hidden, None
+        frames = self.backbone._get_feature_vector_attention_mask(
+            hidden.shape[1] - self._extra_tokens(hidden.shape[1]), attention_mask
+        )
+        return hidden, frames.bool()
+
+    def _extra_tokens(self, seq_len: int) -> int:
+        return int((self.role_layout(seq_len) != PATCH).sum())
+
+    def pool(self, hidden: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the tokens whose role is in the pooling set: ``[B, T, D] -> [B, D]``."""
+        roles = self.role_layout(hidden.shape[1]).to(hidden.device)
+        keep = torch.isin(roles, torch.tensor(POOLINGS[self.pooling], device=hidden.device))
+        weights = keep[None, :].expand(hidden.shape[0], -1).clone()
+        if frames is not None:  # padded frames of frame models drop out of the mean
+            weights[:, roles == PATCH] &= frames
+        weights = weights.to(hidden.dtype)
+        return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """``[B, L, n_mels]`` or ``[B, S]`` → logits ``[B, num_classes]``."""
+        hidden, frames = self.encode(input_values, attention_mask)
+        return self.head(self.pool(hidden, frames))
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True):
+        """Train mode for what trains; frozen sub-trees go to eval unless the profile says not."""
+        super().train(mode)
+        if mode and not self.options.frozen_modules_train_mode:
+            _eval_frozen(self.backbone)
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters plus the buffers of injected (``petl_``) modules, detached."""
+        state = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        for n, b in self.named_buffers():
+            if ".petl_" in f".{n}" or n.startswith("petl_"):
+                state[n] = b.detach()
+        return state
+
+    def feature_extractor(self, **kwargs):
+        from .backbones import feature_extractor
+
+        return feature_extractor(self.backbone, **kwargs)
+
+
+def _eval_frozen(module: nn.Module) -> bool:
+    """Put every sub-tree without trainable parameters in eval mode; return True if it trains."""
+    own = any(p.requires_grad for p in module.parameters(recurse=False))
+    children = [_eval_frozen(child) for child in module.children()]
+    trains = own or any(children)
+    if not trains:
+        module.eval()
+    return trains
+
+
+def build_model(
+    backbone: str = "ast",
+    checkpoint: str | None = None,
+    backbone_config: dict[str, Any] | str | None = None,
+    num_classes: int = 2,
+    method: str = "linear",
+    method_config: dict[str, Any] | None = None,
+    task: str = "multiclass",
+    pooling: str = "ALL",
+    profile: str = "corrected",
+    options: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> PetlModel:
+    """Build backbone + method + pooling + head (design §4).
+
+    Args:
+        backbone: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'``.
+        checkpoint: None (base config, random weights), HF id, local folder or ``'builtin:...'``.
+        backbone_config: config overrides, or ``'tiny'`` for the family's tiny test config.
+        num_classes: head outputs C.
+        method: a name from :func:`list_methods` (reference spellings accepted).
+        method_config: the method's keys (design §4 table); unknown keys are errors.
+        task: ``'multiclass'`` | ``'multilabel'``.
+        pooling: ``'ALL'`` | ``'CLS'`` | ``'CLS_DIST'`` | ``'PROMPTS'`` | ``'SPEECH'`` | ``'PROMPTS+SPEECH'``.
+        profile: ``'corrected'`` or ``'reference'`` (reproduce the published code's behaviour).
+        options: :class:`ModelOptions` overrides (each quirk switch on its own).
+        seed: seeds torch before the head and the method's modules are initialised.
+    """
+    check_profile(profile)
+    family = get_family(backbone)
+    spec = get_method(method)
+    cfg = make_config(spec.name, method_config, profile)
+    opts = build(ModelOptions, options, profile, owner="model options")
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    pool = pooling.upper().replace("-", "_") if pooling else pooling
+    pool = "PROMPTS+SPEECH" if pool in ("PROMPTS+SPEECH", "PROMPTS_SPEECH") else pool
+    if pool not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    if family.name != "ast" and pool in ("CLS", "CLS_DIST"):
+        raise ConfigError(f"pooling {pooling!r} needs CLS/DIST tokens; {family.name} has none")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes!r}; expected a positive int")
+    overrides = tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = load_backbone(family.name, checkpoint, overrides, pos_embed=opts.pos_embed)
+    net.requires_grad_(False)
+    model = PetlModel(net, num_classes, task, pool, opts)
+    spec.apply(model, cfg)
+    model.method, model.method_config = spec.name, cfg
+    model.build_args = dict(
+        backbone=family.name,
+        checkpoint=checkpoint,
+        backbone_config=overrides,
+        num_classes=num_classes,
+        method=spec.name,
+        method_config={k: v for k, v in as_dict(cfg).items() if k != "profile"},
+        task=task,
+        pooling=pool,
+        profile=profile,
+        options={k: v for k, v in as_dict(opts).items() if k != "profile"},
+    )
+    return model.train()
+
+
+def save_trained(model: PetlModel, folder: str | Path) -> Path:
+    """Write the trainable weights only (``trainable.safetensors``) and ``build_args.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous().cpu() for k, v in model.trainable_state_dict().items()}
+    save_file(state, str(folder / "trainable.safetensors"))
+    (folder / "build_args.json").write_text(json.dumps(model.build_args, indent=2, default=str))
+    return folder
+
+
+def load_trained(folder: str | Path, checkpoint: str | None = None) -> PetlModel:
+    """Rebuild a model saved by :func:`save_trained` onto its backbone and load its weights.
+
+    ``checkpoint`` replaces the recorded backbone checkpoint (e.g. a local copy elsewhere).
+    """
+    folder = Path(folder)
+    args_file, weights = folder / "build_args.json", folder / "trainable.safetensors"
+    for f in (args_file, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found; expected a folder written by save_trained")
+    args = json.loads(args_file.read_text())
+    if checkpoint is not None:
+        args["checkpoint"] = checkpoint
+    model = build_model(**args)
+    state = load_file(str(weights))
+    expected = set(model.trainable_state_dict())
+    if set(state) != expected:
+        raise ValueError(
+            f"{weights} does not match the rebuilt model: missing "
+            f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def num_layers(model: PetlModel) -> int:
+    return len(anatomy.layers(model.backbone))
