@@ -74,7 +74,13 @@ FAMILIES: dict[str, Family] = {
         "fbank",
         16000,
         "MIT/ast-finetuned-audioset-10-10-0.4593",
-        tiny=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        tiny=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_length=100,
+        ),
     ),
     "wav2vec2": Family(
         "wav2vec2",

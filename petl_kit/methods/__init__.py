@@ -1,6 +1,7 @@
 """PETL methods: importing this package registers every method (one import line each)."""
 
-from . import bitfit, full_ft, linear  # noqa: F401  (registration side effect)
+# registration side effect; this order is the order of list_methods()
+from . import linear, full_ft, bitfit  # noqa: F401, I001
 from .registry import (
     MethodConfig,
     MethodSpec,

@@ -41,6 +41,9 @@ class MethodSpec:
             frozen backbone + head (checked by the contract tests).
         merges: the method can fold its weights into the backbone (``merge()`` / ``unmerge()``).
         paper: citation shown in the README's method table.
+        test_config: method_config used by the contract tests on tiny backbones (hidden 32).
+        needs_grad_steps: optimiser steps after which every trainable tensor has had a
+            non-zero gradient (2 for methods with a zero-initialised factor, e.g. LoRA's B).
     """
 
     name: str
@@ -51,6 +54,8 @@ class MethodSpec:
     identity_at_init: Callable[[Any], bool] = lambda cfg: True
     merges: bool = False
     paper: str = ""
+    test_config: dict = dataclasses.field(default_factory=dict)
+    needs_grad_steps: int = 1
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -1,0 +1,100 @@
+"""Data layer: audio loading, features, dataset containers, built-in and generic datasets.
+
+``load_dataset(name, data_path, **options)`` dispatches through ``DATASETS``; dataset modules add
+themselves with ``register_dataset`` (esc50, us8k, gsc, fsc, iemocap, music sets, ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .audio import AudioError, load_audio, resample
+from .base import AudioDataset, Clip, DatasetError, DatasetSplits, collate, stratified_split
+from .features import (
+    AUDIOSET_MEAN,
+    AUDIOSET_STD,
+    FbankExtractor,
+    SpecAugment,
+    WaveformExtractor,
+    feature_extractor_for,
+)
+from .folders import load_audiofolder, load_csv, write_audiofolder
+from .synthetic import make_synthetic
+
+__all__ = [
+    "AUDIOSET_MEAN", "AUDIOSET_STD", "AudioDataset", "AudioError", "Clip", "DATASETS", "DatasetError",
+    "DatasetSplits", "FbankExtractor", "SpecAugment", "WaveformExtractor", "collate",
+    "feature_extractor_for", "list_datasets", "load_audio", "load_audiofolder", "load_csv",
+    "load_dataset", "make_synthetic", "register_dataset", "resample", "stratified_split",
+    "write_audiofolder",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered loader. ``requires_path``: called as ``fn(data_path, **options)``;
+    otherwise as ``fn(**options)`` and ``data_path`` must be None."""
+
+    fn: Callable[..., DatasetSplits]
+    requires_path: bool = True
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, fn: Callable[..., DatasetSplits], *, requires_path: bool = True,
+                     overwrite: bool = False) -> None:  # fmt: skip
+    """Make ``load_dataset(name, ...)`` call ``fn``. Re-registering a name needs ``overwrite=True``
+    (two modules silently fighting over one name would be a hard bug to find)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
+    if name in DATASETS and not overwrite:
+        raise ValueError(f"dataset {name!r} is already registered; pass overwrite=True to replace it")
+    if not callable(fn):
+        raise TypeError(f"dataset loader for {name!r} must be callable, got {fn!r}")
+    DATASETS[name] = DatasetEntry(fn, requires_path)
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def _check_options(name: str, fn: Callable, options: dict, skip: int) -> None:
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"dataset {name!r} has no option(s) {unknown}; valid options: {valid}")
+
+
+def load_dataset(name: str, data_path: str | Path | None = None, **options) -> DatasetSplits:
+    """Load dataset ``name`` (see ``list_datasets()``) from ``data_path``.
+
+    ``synthetic``: generated in memory, ``data_path`` must be None; options go to
+    ``make_synthetic`` (task, n_per_class, seed, clip_seconds, sample_rate, val/test_fraction).
+    ``audiofolder``: ``data_path`` = root folder; options of ``load_audiofolder``.
+    ``csv``: ``data_path`` = manifest file; options of ``load_csv`` (root, fold, seed, ...).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {list_datasets()}")
+    entry = DATASETS[name]
+    if entry.requires_path:
+        if data_path is None or str(data_path) == "":
+            raise ValueError(f"dataset {name!r} needs data_path (the folder or file holding it)")
+        _check_options(name, entry.fn, options, skip=1)
+        return entry.fn(Path(data_path), **options)
+    if data_path is not None:
+        raise ValueError(f"dataset {name!r} is generated and takes no data_path; got {str(data_path)!r} "
+                         "(pass data_path=None)")  # fmt: skip
+    _check_options(name, entry.fn, options, skip=0)
+    return entry.fn(**options)
+
+
+register_dataset("synthetic", make_synthetic, requires_path=False)
+register_dataset("audiofolder", load_audiofolder)
+register_dataset("csv", load_csv)

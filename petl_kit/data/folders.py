@@ -1,0 +1,236 @@
+"""Two generic on-disk layouts any user's data fits: ``audiofolder`` and a ``csv`` manifest.
+
+Neither loader decodes audio: clips point at files, which ``AudioDataset`` reads lazily (and
+``DatasetSplits.native_sample_rates()`` reports rates from the headers when wanted).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import audio_info, load_audio
+from .base import Clip, DatasetError, DatasetSplits, stratified_split
+
+__all__ = ["load_audiofolder", "load_csv", "write_audiofolder", "SPLIT_ALIASES"]
+
+# Split names accepted on disk and in manifests (case-insensitive) -> the kit's split.
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_LAYOUT = "root/<class>/<file> or root/{train,val,test}/<class>/<file>"
+
+
+def _audio_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    # Recursive and sorted: never rely on directory order; hidden files are skipped.
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+    )  # fmt: skip
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_audiofolder(
+    root: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg"),
+) -> DatasetSplits:
+    """Load ``root/<class>/*.wav`` or ``root/{train,val,test}/<class>/*.wav``.
+
+    Flat layout: a seeded split, stratified per class (``val_fraction``, ``test_fraction``).
+    Split layout: the splits as given ("valid"/"validation" mean "val"; a missing val or test
+    folder gives an empty split; train is required); classes = union over splits, sorted.
+    Files are found recursively under each class folder, matched on ``extensions``
+    (case-insensitive), sorted by path. Task "multiclass".
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"audiofolder root {root} does not exist or is not a folder; expected {_LAYOUT}")
+    extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    dirs = _subdirs(root)
+    if not dirs:
+        raise DatasetError(f"audiofolder root {root} has no sub-folders; expected {_LAYOUT}")
+    split_dirs = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
+
+    if not split_dirs:
+        classes = [d.name for d in dirs]
+        files, labels = [], []
+        for label, d in enumerate(dirs):
+            found = _audio_files(d, extensions)
+            if not found:
+                raise DatasetError(f"class folder {d} has no audio files with extensions {list(extensions)}")
+            files += found
+            labels += [label] * len(found)
+        clips = [Clip(f, lab, None, {"path": str(f.relative_to(root)), "class": classes[lab]})
+                 for f, lab in zip(files, labels)]  # fmt: skip
+        idx = stratified_split(labels, val_fraction, test_fraction, seed)
+        parts = {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx)}
+        info = {"loader": "audiofolder", "root": str(root), "layout": "flat", "seed": seed,
+                "val_fraction": val_fraction, "test_fraction": test_fraction}  # fmt: skip
+        return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
+
+    others = [d.name for d in dirs if d not in split_dirs]
+    if others:
+        raise DatasetError(
+            f"audiofolder root {root} mixes split folders {[d.name for d in split_dirs]} with other "
+            f"folders {others}; expected {_LAYOUT}"
+        )
+    by_split: dict[str, Path] = {}
+    for d in split_dirs:
+        split = SPLIT_ALIASES[d.name.lower()]
+        if split in by_split:
+            raise DatasetError(f"audiofolder root {root} has two folders for split {split!r}: "
+                               f"{by_split[split].name} and {d.name}")  # fmt: skip
+        by_split[split] = d
+    if "train" not in by_split:
+        raise DatasetError(f"audiofolder root {root} has split folders but no train/; expected {_LAYOUT}")
+    classes = sorted({c.name for d in by_split.values() for c in _subdirs(d)})
+    if not classes:
+        raise DatasetError(f"split folders under {root} have no class sub-folders; expected {_LAYOUT}")
+    parts = {"train": [], "val": [], "test": []}
+    for split, d in by_split.items():
+        for c in _subdirs(d):
+            for f in _audio_files(c, extensions):
+                meta = {"path": str(f.relative_to(root)), "class": c.name}
+                parts[split].append(Clip(f, classes.index(c.name), None, meta))
+    for split, d in by_split.items():
+        if not parts[split]:
+            raise DatasetError(f"split folder {d} has no audio files with extensions {list(extensions)}")
+    info = {"loader": "audiofolder", "root": str(root), "layout": "splits",
+            "split_folders": {s: d.name for s, d in by_split.items()}}  # fmt: skip
+    return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
+
+
+def _class_order(names: set[str]) -> list[str]:
+    # Integer-like labels sort numerically ("2" before "10"); anything else sorts as text.
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def load_csv(
+    manifest: str | Path,
+    *,
+    root: str | Path | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    fold: int | None = None,
+    seed: int = 0,
+) -> DatasetSplits:
+    """Load a CSV manifest with columns ``path,label`` and optional ``split`` or ``fold``.
+
+    * ``split`` column (train / val|valid|validation / test): splits as given.
+    * ``fold`` column: ``fold=k`` makes fold k the test set; val is carved from the other folds
+      (stratified, ``val_fraction``). A manifest with a fold column needs ``fold``.
+    * neither: stratified seeded split with ``val_fraction`` / ``test_fraction``.
+    Paths are relative to the manifest's folder unless ``root`` is given (absolute paths stay).
+    Labels separated by ``;`` make the task "multilabel" (stratified on each clip's first label).
+    Classes are sorted (numerically when all are integers). Other columns go to ``Clip.meta``.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"csv manifest {manifest} does not exist")
+    base = Path(root) if root is not None else manifest.parent
+    if not base.is_dir():
+        raise FileNotFoundError(f"audio root {base} for manifest {manifest} is not a folder")
+    with manifest.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+    missing = [c for c in ("path", "label") if c not in columns]
+    if missing:
+        raise DatasetError(f"manifest {manifest} lacks column(s) {missing}; found {columns}, "
+                           "required path,label (optional split or fold)")  # fmt: skip
+    if not rows:
+        raise DatasetError(f"manifest {manifest} has no rows")
+    if fold is not None and "fold" not in columns:
+        raise DatasetError(f"fold={fold} given but manifest {manifest} has no 'fold' column; found {columns}")
+    if fold is None and "fold" in columns and "split" not in columns:
+        folds = sorted({r["fold"] for r in rows})
+        raise DatasetError(f"manifest {manifest} has a 'fold' column: pass fold=<k> (one of {folds})")
+
+    label_lists = []
+    for n, r in enumerate(rows, start=1):
+        labels = [x.strip() for x in r["label"].split(";") if x.strip()]
+        if not labels:
+            raise DatasetError(f"manifest {manifest} row {n} (line {n + 1}) has an empty label")
+        label_lists.append(labels)
+    classes = _class_order({lab for labels in label_lists for lab in labels})
+    index = {c: i for i, c in enumerate(classes)}
+    multilabel = any(len(labels) > 1 for labels in label_lists)
+
+    clips = []
+    for n, (r, labels) in enumerate(zip(rows, label_lists), start=1):
+        path = Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"]
+        if not r["path"] or not path.is_file():
+            raise FileNotFoundError(f"manifest {manifest} row {n} (line {n + 1}): audio file {path} does not exist")
+        ids = sorted(index[lab] for lab in labels)
+        meta = {k: v for k, v in r.items() if k not in ("path", "label")}
+        meta.update(row=n, path=r["path"])
+        clips.append(Clip(path, ids if multilabel else ids[0], None, meta))
+
+    strat = [c.labels[0] for c in clips]
+    info = {"loader": "csv", "manifest": str(manifest), "root": str(base)}
+    if "split" in columns and fold is None:
+        parts = {"train": [], "val": [], "test": []}
+        for n, (r, clip) in enumerate(zip(rows, clips), start=1):
+            split = SPLIT_ALIASES.get(r["split"].lower())
+            if split is None:
+                raise DatasetError(f"manifest {manifest} row {n} (line {n + 1}) has unknown split "
+                                   f"{r['split']!r}; valid: {sorted(SPLIT_ALIASES)}")  # fmt: skip
+            parts[split].append(clip)
+        info["split_source"] = "column"
+    elif fold is not None:
+        try:
+            fold_of = [int(r["fold"]) for r in rows]
+        except ValueError as err:
+            raise DatasetError(f"manifest {manifest}: fold column must hold integers ({err})") from err
+        existing = sorted(set(fold_of))
+        if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold not in existing:
+            raise DatasetError(f"fold {fold!r} does not exist in manifest {manifest}; existing folds: {existing}")
+        rest = [i for i, f in enumerate(fold_of) if f != fold]
+        tr, va, _ = stratified_split([strat[i] for i in rest], val_fraction, 0.0, seed)
+        parts = {"train": [clips[rest[i]] for i in tr], "val": [clips[rest[i]] for i in va],
+                 "test": [c for c, f in zip(clips, fold_of) if f == fold]}  # fmt: skip
+        info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed, val_fraction=val_fraction)
+    else:
+        idx = stratified_split(strat, val_fraction, test_fraction, seed)
+        parts = {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx)}
+        info.update(split_source="random", seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    task = "multilabel" if multilabel else "multiclass"
+    return DatasetSplits(manifest.stem, classes, task, **parts, info=info)
+
+
+def write_audiofolder(splits: DatasetSplits, root: str | Path, *, subtype: str = "PCM_16") -> Path:
+    """Write ``splits`` as ``root/{train,val,test}/<class>/<NNNNN>[_<id>].wav`` (empty splits are
+    skipped); readable back with ``load_audiofolder``. Multi-label data does not fit the layout.
+
+    Args: subtype: soundfile WAV subtype ("PCM_16"; "FLOAT" keeps float32 exactly).
+    Returns: ``root``.
+    """
+    if splits.task != "multiclass":
+        raise DatasetError(f"write_audiofolder needs a multiclass dataset, {splits.name} is {splits.task}; "
+                           "write a csv manifest with ';'-separated labels instead")  # fmt: skip
+    root = Path(root)
+    for split in ("train", "val", "test"):
+        for i, clip in enumerate(splits.split(split)):
+            if isinstance(clip.source, np.ndarray):
+                wave, sr = clip.source, clip.sample_rate
+            else:
+                sr = audio_info(clip.source).samplerate
+                wave = load_audio(clip.source, sr, channel=splits.channel).numpy()
+            if subtype.startswith("PCM") and np.abs(wave).max() > 1.0:
+                raise DatasetError(f"{split}[{i}] of {splits.name} exceeds [-1, 1] and would clip as "
+                                   f"{subtype}; use subtype='FLOAT'")  # fmt: skip
+            folder = root / split / splits.classes[clip.label]
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = f"{i:05d}" + (f"_{clip.meta['id']}" if "id" in clip.meta else "")
+            sf.write(str(folder / f"{stem}.wav"), wave, sr, subtype=subtype)
+    return root

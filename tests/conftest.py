@@ -1,0 +1,43 @@
+"""Shared fixtures: offline Hugging Face, tiny backbones saved with save_pretrained."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+FAMILIES = ("ast", "wav2vec2", "hubert")
+
+
+def example_input(family: str, batch: int = 2, seed: int = 0):
+    """``(input_values, attention_mask)`` for a tiny backbone of ``family``."""
+    g = torch.Generator().manual_seed(seed)
+    if family == "ast":
+        return torch.randn(batch, 100, 128, generator=g), None
+    wave = torch.randn(batch, 4000, generator=g)
+    mask = torch.ones(batch, 4000, dtype=torch.long)
+    mask[-1, 3000:] = 0  # a padded example
+    wave[-1, 3000:] = 0
+    return wave, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """``{family: folder}`` of tiny random-weight backbones written by ``save_pretrained``."""
+    from petl_kit.backbones import load_backbone, tiny_config
+
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for family in FAMILIES:
+        torch.manual_seed(0)
+        model = load_backbone(family, None, tiny_config(family))
+        with torch.no_grad():  # non-trivial position embeddings / special tokens
+            for name, p in model.named_parameters():
+                if "position_embeddings" in name or "token" in name:
+                    p.normal_(0, 0.5)
+        model.save_pretrained(root / family)
+        out[family] = root / family
+    return out
