@@ -7,12 +7,13 @@ themselves with ``register_dataset`` (esc50, us8k, gsc, fsc, iemocap, music sets
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .audio import AudioError, load_audio, resample
-from .base import AudioDataset, Clip, DatasetError, DatasetSplits, collate, stratified_split
+from .base import Clip, DatasetError, DatasetSplits, stratified_split
+from .dataset import AudioDataset, collate
 from .features import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
@@ -25,12 +26,30 @@ from .folders import load_audiofolder, load_csv, write_audiofolder
 from .synthetic import make_synthetic
 
 __all__ = [
-    "AUDIOSET_MEAN", "AUDIOSET_STD", "AudioDataset", "AudioError", "Clip", "DATASETS", "DatasetError",
-    "DatasetSplits", "FbankExtractor", "SpecAugment", "WaveformExtractor", "collate",
-    "feature_extractor_for", "list_datasets", "load_audio", "load_audiofolder", "load_csv",
-    "load_dataset", "make_synthetic", "register_dataset", "resample", "stratified_split",
+    "AUDIOSET_MEAN",
+    "AUDIOSET_STD",
+    "AudioDataset",
+    "AudioError",
+    "Clip",
+    "DATASETS",
+    "DatasetError",
+    "DatasetSplits",
+    "FbankExtractor",
+    "SpecAugment",
+    "WaveformExtractor",
+    "collate",
+    "feature_extractor_for",
+    "list_datasets",
+    "load_audio",
+    "load_audiofolder",
+    "load_csv",
+    "load_dataset",
+    "make_synthetic",
+    "register_dataset",
+    "resample",
+    "stratified_split",
     "write_audiofolder",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
@@ -45,14 +64,21 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, fn: Callable[..., DatasetSplits], *, requires_path: bool = True,
-                     overwrite: bool = False) -> None:  # fmt: skip
+def register_dataset(
+    name: str,
+    fn: Callable[..., DatasetSplits],
+    *,
+    requires_path: bool = True,
+    overwrite: bool = False,
+) -> None:
     """Make ``load_dataset(name, ...)`` call ``fn``. Re-registering a name needs ``overwrite=True``
     (two modules silently fighting over one name would be a hard bug to find)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
     if name in DATASETS and not overwrite:
-        raise ValueError(f"dataset {name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"dataset {name!r} is already registered; pass overwrite=True to replace it"
+        )
     if not callable(fn):
         raise TypeError(f"dataset loader for {name!r} must be callable, got {fn!r}")
     DATASETS[name] = DatasetEntry(fn, requires_path)
@@ -89,8 +115,10 @@ def load_dataset(name: str, data_path: str | Path | None = None, **options) -> D
         _check_options(name, entry.fn, options, skip=1)
         return entry.fn(Path(data_path), **options)
     if data_path is not None:
-        raise ValueError(f"dataset {name!r} is generated and takes no data_path; got {str(data_path)!r} "
-                         "(pass data_path=None)")  # fmt: skip
+        raise ValueError(
+            f"dataset {name!r} is generated and takes no data_path; got {str(data_path)!r} "
+            "(pass data_path=None)"
+        )
     _check_options(name, entry.fn, options, skip=0)
     return entry.fn(**options)
 

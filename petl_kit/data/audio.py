@@ -1,10 +1,10 @@
 """Reading audio files: mono float32 waveforms at a chosen sample rate.
 
-The reference pipeline (spec ``backbones_and_features.md`` §2) reads with ``soundfile`` as float64 in
-[-1, 1] and casts to float32: no x2^15 scaling, no mean subtraction. It resamples with
+The reference pipeline (spec ``backbones_and_features.md`` §2) reads with ``soundfile`` as
+float64 in [-1, 1] and casts to float32: no x2^15 scaling, no mean subtraction. It resamples with
 ``librosa.resample`` (``kaiser_best``); the kit uses ``torchaudio.functional.resample`` (windowed
-sinc, Hann window, 6 zero crossings, rolloff 0.99) instead, which avoids a librosa/resampy dependency.
-The two filters differ slightly (mostly near Nyquist), so resampled waveforms are close to, but not
+sinc, Hann window, 6 zero crossings, rolloff 0.99) instead, which needs no librosa/resampy. The
+two filters differ slightly (mostly near Nyquist), so resampled waveforms are close to, but not
 bit-identical with, the reference's.
 """
 
@@ -28,7 +28,9 @@ def _as_tensor(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(wave, np.ndarray):
         wave = torch.from_numpy(np.ascontiguousarray(wave))
     if not isinstance(wave, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor or numpy array waveform, got {type(wave).__name__}")
+        raise TypeError(
+            f"expected a torch.Tensor or numpy array waveform, got {type(wave).__name__}"
+        )
     return wave
 
 

@@ -1,8 +1,4 @@
-"""Dataset containers: ``Clip``, ``DatasetSplits``, ``AudioDataset`` and its collate function.
-
-Features are computed on the fly in ``AudioDataset.__getitem__`` (no pre-pass), so augmentation and
-new datasets need nothing else; a cache can wrap the dataset later.
-"""
+"""Dataset containers: ``Clip`` (one example) and ``DatasetSplits`` (train/val/test + classes)."""
 
 from __future__ import annotations
 
@@ -13,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .audio import audio_info, load_audio, resample
+from .audio import audio_info
+from .dataset import TASKS, AudioDataset, collate
 from .features import SpecAugment
 
-__all__ = ["Clip", "DatasetSplits", "DatasetError", "AudioDataset", "collate", "stratified_split"]
+__all__ = ["Clip", "DatasetSplits", "DatasetError", "stratified_split"]
 
 SPLITS = ("train", "val", "test")
-TASKS = ("multiclass", "multilabel")
 
 
 class DatasetError(ValueError):
@@ -47,12 +43,16 @@ class Clip:
     def __post_init__(self) -> None:
         if isinstance(self.source, np.ndarray):
             if self.source.ndim != 1:
-                raise ValueError(f"Clip array source must be mono [time], got shape {self.source.shape}")
+                raise ValueError(
+                    f"Clip array source must be mono [time], got shape {self.source.shape}"
+                )
             if self.sample_rate is None:
                 raise ValueError("Clip with an in-memory array source needs sample_rate")
             self.source = self.source.astype(np.float32, copy=False)
         elif not isinstance(self.source, (str, Path)):
-            raise TypeError(f"Clip source must be a path or numpy array, got {type(self.source).__name__}")
+            raise TypeError(
+                f"Clip source must be a path or numpy array, got {type(self.source).__name__}"
+            )
         if isinstance(self.label, (list, tuple)):
             self.label = [int(x) for x in self.label]
         elif isinstance(self.label, (int, np.integer)) and not isinstance(self.label, bool):
@@ -71,7 +71,7 @@ def stratified_split(
 ) -> tuple[list[int], list[int], list[int]]:
     """Seeded split of indices into (train, val, test), class by class.
 
-    Per class of n items: round(n * test_fraction) go to test, round(n * val_fraction) to val, the
+    Per class of n items: n * test_fraction rounded half-up go to test, n * val_fraction to val, the
     rest to train. Each returned list is sorted (original order kept within a split).
     """
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -88,8 +88,9 @@ def stratified_split(
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
-        n_test = int(round(len(idx) * test_fraction))
-        n_val = int(round(len(idx) * val_fraction))
+        # Half-up rounding (Python's round() is half-to-even, which surprises: 2.5 -> 2).
+        n_test = int(np.floor(len(idx) * test_fraction + 0.5))
+        n_val = int(np.floor(len(idx) * val_fraction + 0.5))
         out[2].extend(idx[:n_test].tolist())
         out[1].extend(idx[n_test : n_test + n_val].tolist())
         out[0].extend(idx[n_test + n_val :].tolist())
@@ -129,11 +130,13 @@ class DatasetSplits:
                 bad = [lab for lab in clip.labels if not 0 <= lab < n]
                 if bad:
                     raise DatasetError(
-                        f"{self.name}: {split}[{i}] has label(s) {bad} outside 0..{n - 1} ({n} classes)"
+                        f"{self.name}: {split}[{i}] has label(s) {bad} outside 0..{n - 1} "
+                        f"({n} classes)"
                     )
                 if self.task == "multiclass" and isinstance(clip.label, list):
                     raise DatasetError(
-                        f"{self.name}: {split}[{i}] has a list label {clip.label} in a multiclass task"
+                        f"{self.name}: {split}[{i}] has a list label {clip.label} in a "
+                        "multiclass task"
                     )
 
     @property
@@ -161,8 +164,12 @@ class DatasetSplits:
         try:
             chosen = [clips[int(i)] for i in indices]
         except IndexError as err:
-            raise IndexError(f"subset: index out of range for {split} split of size {len(clips)}") from err
-        return dataclasses.replace(self, **{split: chosen}, info={**self.info, f"{split}_subset": len(chosen)})
+            raise IndexError(
+                f"subset: index out of range for {split} split of size {len(clips)}"
+            ) from err
+        return dataclasses.replace(
+            self, **{split: chosen}, info={**self.info, f"{split}_subset": len(chosen)}
+        )
 
     def native_sample_rates(self) -> dict[int, int]:
         """Clips per native sample rate over all splits (reads file headers; no decoding)."""
@@ -222,88 +229,3 @@ class DatasetSplits:
                 generator=torch.Generator().manual_seed(seed + offset),
             )
         return out
-
-
-class AudioDataset(Dataset):
-    """Map-style dataset: loads each clip, resamples it to ``extractor.sample_rate`` and extracts.
-
-    Args:
-        clips: the examples.
-        extractor: ``FbankExtractor`` or ``WaveformExtractor`` (anything with ``input_kind``,
-            ``sample_rate`` and ``__call__``).
-        num_classes: C, for multi-hot labels.
-        task: "multiclass" | "multilabel".
-        augment: applied to the features after extraction (e.g. SpecAugment), or None.
-        channel: down-mix for files, passed to ``load_audio`` ("mean").
-
-    Item: ``{"input_values": [L, F] or [S], "attention_mask": [S] long (waveform only),
-    "label": int or multi-hot [C] float, "index": int}``.
-    """
-
-    def __init__(self, clips, extractor, *, num_classes: int, task: str, augment=None, channel="mean"):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-        if getattr(extractor, "input_kind", None) not in ("fbank", "waveform"):
-            raise TypeError(f"extractor must have input_kind 'fbank' or 'waveform', got {extractor!r}")
-        self.clips = list(clips)
-        self.extractor = extractor
-        self.num_classes = num_classes
-        self.task = task
-        self.augment = augment
-        self.channel = channel
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def load_wave(self, i: int) -> torch.Tensor:
-        """Mono float32 ``[time]`` waveform of clip ``i`` at ``extractor.sample_rate``."""
-        clip = self.clips[i]
-        sr = self.extractor.sample_rate
-        if isinstance(clip.source, np.ndarray):
-            return resample(torch.from_numpy(clip.source), clip.sample_rate, sr)
-        return load_audio(clip.source, sr, channel=self.channel)
-
-    def __getitem__(self, i: int) -> dict:
-        clip = self.clips[i]
-        item: dict = {"index": i}
-        feats = self.extractor(self.load_wave(i))
-        if self.extractor.input_kind == "waveform":
-            item["input_values"], item["attention_mask"] = feats
-        else:
-            item["input_values"] = feats
-        if self.augment is not None:
-            item["input_values"] = self.augment(item["input_values"])
-        if self.task == "multilabel":
-            target = torch.zeros(self.num_classes, dtype=torch.float32)
-            target[clip.labels] = 1.0
-            item["label"] = target
-        else:
-            item["label"] = clip.label
-        return item
-
-
-def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Batch ``AudioDataset`` items.
-
-    Returns ``{"input_values": [B, L, F] (fbank) or [B, S] (waveform, right-padded with 0 to the
-    longest), "attention_mask": [B, S] long (waveform only), "labels": [B] long (multiclass) or
-    [B, C] float multi-hot (multilabel), "index": [B] long}``.
-    """
-    batch: dict[str, torch.Tensor] = {"index": torch.tensor([it["index"] for it in items])}
-    if "attention_mask" in items[0]:
-        longest = max(it["input_values"].shape[0] for it in items)
-        values = torch.zeros(len(items), longest, dtype=torch.float32)
-        mask = torch.zeros(len(items), longest, dtype=torch.long)
-        for b, it in enumerate(items):
-            n = it["input_values"].shape[0]
-            values[b, :n] = it["input_values"]
-            mask[b, :n] = it["attention_mask"]
-        batch["input_values"], batch["attention_mask"] = values, mask
-    else:
-        batch["input_values"] = torch.stack([it["input_values"] for it in items])
-    labels = [it["label"] for it in items]
-    if isinstance(labels[0], torch.Tensor):
-        batch["labels"] = torch.stack(labels).to(torch.float32)
-    else:
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
-    return batch

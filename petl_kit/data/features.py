@@ -31,8 +31,6 @@ __all__ = [
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
 
-_FRAME_LENGTH = 400  # 25 ms at 16 kHz: Kaldi's default window, one fbank frame needs this many samples
-
 
 def _wave_1d(wave: torch.Tensor | np.ndarray, who: str) -> torch.Tensor:
     if isinstance(wave, np.ndarray):
@@ -161,7 +159,9 @@ class WaveformExtractor:
         _positive_int("WaveformExtractor", "sample_rate", self.sample_rate)
         for name in ("normalize", "norm_over_padding"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"WaveformExtractor.{name} must be a bool, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"WaveformExtractor.{name} must be a bool, got {getattr(self, name)!r}"
+                )
 
     @staticmethod
     def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +221,9 @@ class SpecAugment(torch.nn.Module):
             return self._one(feats)
         if feats.dim() == 3:
             return torch.stack([self._one(x) for x in feats])
-        raise ValueError(f"SpecAugment expects [L, F] or [B, L, F] features, got {tuple(feats.shape)}")
+        raise ValueError(
+            f"SpecAugment expects [L, F] or [B, L, F] features, got {tuple(feats.shape)}"
+        )
 
 
 # family -> (extractor class, defaults). MERT is fed the raw float32 waveform at 24 kHz with no

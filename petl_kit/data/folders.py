@@ -18,16 +18,27 @@ from .base import Clip, DatasetError, DatasetSplits, stratified_split
 __all__ = ["load_audiofolder", "load_csv", "write_audiofolder", "SPLIT_ALIASES"]
 
 # Split names accepted on disk and in manifests (case-insensitive) -> the kit's split.
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 _LAYOUT = "root/<class>/<file> or root/{train,val,test}/<class>/<file>"
 
 
 def _audio_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     # Recursive and sorted: never rely on directory order; hidden files are skipped.
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
-    )  # fmt: skip
+    )
+
+
+def _by_index(clips: list[Clip], idx: tuple[list[int], ...]) -> dict[str, list[Clip]]:
+    return {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx, strict=True)}
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -52,7 +63,9 @@ def load_audiofolder(
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"audiofolder root {root} does not exist or is not a folder; expected {_LAYOUT}")
+        raise FileNotFoundError(
+            f"audiofolder root {root} does not exist or is not a folder; expected {_LAYOUT}"
+        )
     extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     dirs = _subdirs(root)
     if not dirs:
@@ -65,35 +78,44 @@ def load_audiofolder(
         for label, d in enumerate(dirs):
             found = _audio_files(d, extensions)
             if not found:
-                raise DatasetError(f"class folder {d} has no audio files with extensions {list(extensions)}")
+                raise DatasetError(
+                    f"class folder {d} has no audio files with extensions {list(extensions)}"
+                )
             files += found
             labels += [label] * len(found)
-        clips = [Clip(f, lab, None, {"path": str(f.relative_to(root)), "class": classes[lab]})
-                 for f, lab in zip(files, labels)]  # fmt: skip
-        idx = stratified_split(labels, val_fraction, test_fraction, seed)
-        parts = {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx)}
-        info = {"loader": "audiofolder", "root": str(root), "layout": "flat", "seed": seed,
-                "val_fraction": val_fraction, "test_fraction": test_fraction}  # fmt: skip
+        clips = [
+            Clip(f, lab, None, {"path": str(f.relative_to(root)), "class": classes[lab]})
+            for f, lab in zip(files, labels, strict=True)
+        ]
+        parts = _by_index(clips, stratified_split(labels, val_fraction, test_fraction, seed))
+        info = dict(loader="audiofolder", root=str(root), layout="flat", seed=seed)
+        info.update(val_fraction=val_fraction, test_fraction=test_fraction)
         return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
 
     others = [d.name for d in dirs if d not in split_dirs]
     if others:
         raise DatasetError(
-            f"audiofolder root {root} mixes split folders {[d.name for d in split_dirs]} with other "
-            f"folders {others}; expected {_LAYOUT}"
+            f"audiofolder root {root} mixes split folders {[d.name for d in split_dirs]} with "
+            f"other folders {others}; expected {_LAYOUT}"
         )
     by_split: dict[str, Path] = {}
     for d in split_dirs:
         split = SPLIT_ALIASES[d.name.lower()]
         if split in by_split:
-            raise DatasetError(f"audiofolder root {root} has two folders for split {split!r}: "
-                               f"{by_split[split].name} and {d.name}")  # fmt: skip
+            raise DatasetError(
+                f"audiofolder root {root} has two folders for split {split!r}: "
+                f"{by_split[split].name} and {d.name}"
+            )
         by_split[split] = d
     if "train" not in by_split:
-        raise DatasetError(f"audiofolder root {root} has split folders but no train/; expected {_LAYOUT}")
+        raise DatasetError(
+            f"audiofolder root {root} has split folders but no train/; expected {_LAYOUT}"
+        )
     classes = sorted({c.name for d in by_split.values() for c in _subdirs(d)})
     if not classes:
-        raise DatasetError(f"split folders under {root} have no class sub-folders; expected {_LAYOUT}")
+        raise DatasetError(
+            f"split folders under {root} have no class sub-folders; expected {_LAYOUT}"
+        )
     parts = {"train": [], "val": [], "test": []}
     for split, d in by_split.items():
         for c in _subdirs(d):
@@ -102,9 +124,11 @@ def load_audiofolder(
                 parts[split].append(Clip(f, classes.index(c.name), None, meta))
     for split, d in by_split.items():
         if not parts[split]:
-            raise DatasetError(f"split folder {d} has no audio files with extensions {list(extensions)}")
-    info = {"loader": "audiofolder", "root": str(root), "layout": "splits",
-            "split_folders": {s: d.name for s, d in by_split.items()}}  # fmt: skip
+            raise DatasetError(
+                f"split folder {d} has no audio files with extensions {list(extensions)}"
+            )
+    folders = {s: d.name for s, d in by_split.items()}
+    info = dict(loader="audiofolder", root=str(root), layout="splits", split_folders=folders)
     return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
 
 
@@ -143,18 +167,26 @@ def load_csv(
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader]
+        rows = [
+            {k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader
+        ]
     missing = [c for c in ("path", "label") if c not in columns]
     if missing:
-        raise DatasetError(f"manifest {manifest} lacks column(s) {missing}; found {columns}, "
-                           "required path,label (optional split or fold)")  # fmt: skip
+        raise DatasetError(
+            f"manifest {manifest} lacks column(s) {missing}; found {columns}, "
+            "required path,label (optional split or fold)"
+        )
     if not rows:
         raise DatasetError(f"manifest {manifest} has no rows")
     if fold is not None and "fold" not in columns:
-        raise DatasetError(f"fold={fold} given but manifest {manifest} has no 'fold' column; found {columns}")
+        raise DatasetError(
+            f"fold={fold} given but manifest {manifest} has no 'fold' column; found {columns}"
+        )
     if fold is None and "fold" in columns and "split" not in columns:
         folds = sorted({r["fold"] for r in rows})
-        raise DatasetError(f"manifest {manifest} has a 'fold' column: pass fold=<k> (one of {folds})")
+        raise DatasetError(
+            f"manifest {manifest} has a 'fold' column: pass fold=<k> (one of {folds})"
+        )
 
     label_lists = []
     for n, r in enumerate(rows, start=1):
@@ -167,10 +199,12 @@ def load_csv(
     multilabel = any(len(labels) > 1 for labels in label_lists)
 
     clips = []
-    for n, (r, labels) in enumerate(zip(rows, label_lists), start=1):
+    for n, (r, labels) in enumerate(zip(rows, label_lists, strict=True), start=1):
         path = Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"]
         if not r["path"] or not path.is_file():
-            raise FileNotFoundError(f"manifest {manifest} row {n} (line {n + 1}): audio file {path} does not exist")
+            raise FileNotFoundError(
+                f"manifest {manifest} row {n} (line {n + 1}): audio file {path} does not exist"
+            )
         ids = sorted(index[lab] for lab in labels)
         meta = {k: v for k, v in r.items() if k not in ("path", "label")}
         meta.update(row=n, path=r["path"])
@@ -180,30 +214,44 @@ def load_csv(
     info = {"loader": "csv", "manifest": str(manifest), "root": str(base)}
     if "split" in columns and fold is None:
         parts = {"train": [], "val": [], "test": []}
-        for n, (r, clip) in enumerate(zip(rows, clips), start=1):
+        for n, (r, clip) in enumerate(zip(rows, clips, strict=True), start=1):
             split = SPLIT_ALIASES.get(r["split"].lower())
             if split is None:
-                raise DatasetError(f"manifest {manifest} row {n} (line {n + 1}) has unknown split "
-                                   f"{r['split']!r}; valid: {sorted(SPLIT_ALIASES)}")  # fmt: skip
+                raise DatasetError(
+                    f"manifest {manifest} row {n} (line {n + 1}) has unknown split "
+                    f"{r['split']!r}; valid: {sorted(SPLIT_ALIASES)}"
+                )
             parts[split].append(clip)
         info["split_source"] = "column"
     elif fold is not None:
         try:
             fold_of = [int(r["fold"]) for r in rows]
         except ValueError as err:
-            raise DatasetError(f"manifest {manifest}: fold column must hold integers ({err})") from err
+            raise DatasetError(
+                f"manifest {manifest}: fold column must hold integers ({err})"
+            ) from err
         existing = sorted(set(fold_of))
-        if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold not in existing:
-            raise DatasetError(f"fold {fold!r} does not exist in manifest {manifest}; existing folds: {existing}")
+        if (
+            isinstance(fold, bool)
+            or not isinstance(fold, (int, np.integer))
+            or fold not in existing
+        ):
+            raise DatasetError(
+                f"fold {fold!r} does not exist in manifest {manifest}; existing folds: {existing}"
+            )
         rest = [i for i, f in enumerate(fold_of) if f != fold]
         tr, va, _ = stratified_split([strat[i] for i in rest], val_fraction, 0.0, seed)
-        parts = {"train": [clips[rest[i]] for i in tr], "val": [clips[rest[i]] for i in va],
-                 "test": [c for c, f in zip(clips, fold_of) if f == fold]}  # fmt: skip
-        info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed, val_fraction=val_fraction)
+        parts = {
+            "train": [clips[rest[i]] for i in tr],
+            "val": [clips[rest[i]] for i in va],
+            "test": [c for c, f in zip(clips, fold_of, strict=True) if f == fold],
+        }
+        info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed)
+        info.update(val_fraction=val_fraction)
     else:
-        idx = stratified_split(strat, val_fraction, test_fraction, seed)
-        parts = {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx)}
-        info.update(split_source="random", seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        parts = _by_index(clips, stratified_split(strat, val_fraction, test_fraction, seed))
+        info.update(split_source="random", seed=seed, val_fraction=val_fraction)
+        info.update(test_fraction=test_fraction)
     task = "multilabel" if multilabel else "multiclass"
     return DatasetSplits(manifest.stem, classes, task, **parts, info=info)
 
@@ -216,8 +264,10 @@ def write_audiofolder(splits: DatasetSplits, root: str | Path, *, subtype: str =
     Returns: ``root``.
     """
     if splits.task != "multiclass":
-        raise DatasetError(f"write_audiofolder needs a multiclass dataset, {splits.name} is {splits.task}; "
-                           "write a csv manifest with ';'-separated labels instead")  # fmt: skip
+        raise DatasetError(
+            f"write_audiofolder needs a multiclass dataset, {splits.name} is {splits.task}; "
+            "write a csv manifest with ';'-separated labels instead"
+        )
     root = Path(root)
     for split in ("train", "val", "test"):
         for i, clip in enumerate(splits.split(split)):
@@ -227,8 +277,10 @@ def write_audiofolder(splits: DatasetSplits, root: str | Path, *, subtype: str =
                 sr = audio_info(clip.source).samplerate
                 wave = load_audio(clip.source, sr, channel=splits.channel).numpy()
             if subtype.startswith("PCM") and np.abs(wave).max() > 1.0:
-                raise DatasetError(f"{split}[{i}] of {splits.name} exceeds [-1, 1] and would clip as "
-                                   f"{subtype}; use subtype='FLOAT'")  # fmt: skip
+                raise DatasetError(
+                    f"{split}[{i}] of {splits.name} exceeds [-1, 1] and would clip as "
+                    f"{subtype}; use subtype='FLOAT'"
+                )
             folder = root / split / splits.classes[clip.label]
             folder.mkdir(parents=True, exist_ok=True)
             stem = f"{i:05d}" + (f"_{clip.meta['id']}" if "id" in clip.meta else "")

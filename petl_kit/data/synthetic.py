@@ -22,12 +22,28 @@ import numpy as np
 from .base import Clip, DatasetSplits, stratified_split
 from .folders import write_audiofolder
 
-__all__ = ["make_synthetic", "write_audiofolder", "SYNTHETIC_TASKS", "TARGET_CLASSES", "SOURCE_CLASSES"]
+__all__ = [
+    "make_synthetic",
+    "write_audiofolder",
+    "SYNTHETIC_TASKS",
+    "TARGET_CLASSES",
+    "SOURCE_CLASSES",
+]
 
 TARGET_CLASSES = [
-    "tone", "up_chirp", "down_chirp", "harmonic", "am_tone", "vibrato",
-    "clicks", "low_noise", "high_noise", "two_tone", "pluck", "noise_sweep",
-]  # fmt: skip
+    "tone",
+    "up_chirp",
+    "down_chirp",
+    "harmonic",
+    "am_tone",
+    "vibrato",
+    "clicks",
+    "low_noise",
+    "high_noise",
+    "two_tone",
+    "pluck",
+    "noise_sweep",
+]
 N_BANDS = 8
 SOURCE_CLASSES = [f"band{b}_{kind}" for b in range(N_BANDS) for kind in ("steady", "pulsed")]
 SYNTHETIC_TASKS = {"target": TARGET_CLASSES, "source": SOURCE_CLASSES}
@@ -45,7 +61,7 @@ class _Gen:
         return float(np.exp(self.rng.uniform(np.log(lo), np.log(max(hi, lo * 1.01)))))
 
     def sweep(self, freq: np.ndarray) -> np.ndarray:
-        """Sinusoid following an instantaneous-frequency track ``freq`` [m] (Hz), continuous phase."""
+        """Sinusoid following the instantaneous frequency ``freq`` [m] (Hz), continuous phase."""
         phase = 2 * np.pi * np.cumsum(freq) / self.sr + self.rng.uniform(0, 2 * np.pi)
         return np.sin(phase)
 
@@ -217,7 +233,9 @@ def make_synthetic(
         raise ValueError(f"make_synthetic: seed must be a non-negative integer, got {seed!r}")
     n = int(round(clip_seconds * sample_rate))
     if n < 400:
-        raise ValueError(f"make_synthetic: clip_seconds={clip_seconds} gives {n} samples; need >= 400")
+        raise ValueError(
+            f"make_synthetic: clip_seconds={clip_seconds} gives {n} samples; need >= 400"
+        )
 
     classes = SYNTHETIC_TASKS[task]
     clips, labels = [], []
@@ -237,7 +255,12 @@ def make_synthetic(
         test=[clips[i] for i in test],
         sample_rate=sample_rate,
         info={
-            "loader": "synthetic", "task": task, "n_per_class": n_per_class, "seed": seed,
-            "clip_seconds": clip_seconds, "val_fraction": val_fraction, "test_fraction": test_fraction,
+            "loader": "synthetic",
+            "task": task,
+            "n_per_class": n_per_class,
+            "seed": seed,
+            "clip_seconds": clip_seconds,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
         },
-    )  # fmt: skip
+    )

@@ -9,7 +9,9 @@ import pytest
 import soundfile as sf
 
 
-def _sine(seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5, channels: int = 1) -> np.ndarray:
+def _sine(
+    seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5, channels: int = 1
+) -> np.ndarray:
     """[time] (mono) or [time, channels] float32; channel c has amplitude amp / (c + 1)."""
     t = np.arange(int(round(seconds * sr))) / sr
     x = amp * np.sin(2 * np.pi * freq * t)
