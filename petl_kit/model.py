@@ -40,7 +40,9 @@ class ModelOptions:
 
     pos_embed: AST position embeddings at a new input length (R1): ``'zeros'`` → ``'crop_interpolate'``.
     frozen_modules_train_mode: frozen parts stay in train mode, so dropout/LayerDrop/HF masking
-        act inside them (R26/M6): True → False.
+        act inside them (R26/M6). Reference: None = what the published wrapper of the method does
+        (linear, full FT and BitFit use a plain wrapper, everything in train mode; the PETL
+        wrappers put the frozen backbone in eval) → corrected: False.
     pass_attention_mask: give frame models the attention mask of padded batches (R27): False → True.
     masked_pooling: mean-pool frame models over valid frames only (R27): False → True.
     init: init of injected modules (R2): ``'reference_effective'`` (trunc-normal 0.02 for every
@@ -48,7 +50,7 @@ class ModelOptions:
     """
 
     pos_embed: Literal["zeros", "crop_interpolate"] = option("zeros", "crop_interpolate")
-    frozen_modules_train_mode: bool = option(True, False)
+    frozen_modules_train_mode: bool | None = option(None, False)
     pass_attention_mask: bool = option(False, True)
     masked_pooling: bool = option(False, True)
     init: Literal["reference_effective", "method_default"] = option(
@@ -131,8 +133,44 @@ class PetlModel(nn.Module):
     def train(self, mode: bool = True):
         """Train mode for what trains; frozen sub-trees go to eval unless the profile says not."""
         super().train(mode)
-        if mode and not self.options.frozen_modules_train_mode:
-            _eval_frozen(self.backbone)
+        keep_train = self.options.frozen_modules_train_mode
+        if keep_train is None:
+            keep_train = get_method(self.method).plain_wrapper if self.method else True
+        if mode and not keep_train:
+            self.backbone.eval()
+            _train_trainable(self.backbone)
+        return self
+
+    # ------------------------------------------------------------------ merging
+    def _mergeable(self) -> list[nn.Module]:
+        if not get_method(self.method).merges:
+            raise ValueError(f"method {self.method!r} does not merge into the backbone")
+        return [m for m in self.backbone.modules() if callable(getattr(m, "merge", None))]
+
+    @torch.no_grad()
+    def merge(self, unload: bool = False) -> PetlModel:
+        """Fold the method's weights into the frozen backbone weights (idempotent).
+
+        Calls ``merge()`` on every backbone sub-module that has one (e.g. ``LoRALinear``); the
+        merged forward costs no more than the plain backbone's. Merged weights are for inference.
+        ``unload=True`` then swaps every such wrapper for the plain module its ``unload()`` returns
+        (e.g. ``nn.Linear``), so the model has no extra modules; this cannot be undone and the
+        method's parameters leave the model (export only: ``save_trained`` no longer applies).
+        """
+        for module in self._mergeable():
+            module.merge()
+        if unload:
+            for name, module in list(self.backbone.named_modules()):
+                if name and callable(getattr(module, "unload", None)):
+                    anatomy.replace_module(self.backbone, name, module.unload())
+        return self
+
+    @torch.no_grad()
+    def unmerge(self) -> PetlModel:
+        """Undo :meth:`merge` (idempotent): ``unmerge()`` on every sub-module that has one."""
+        for module in self._mergeable():
+            if callable(getattr(module, "unmerge", None)):
+                module.unmerge()
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -149,14 +187,19 @@ class PetlModel(nn.Module):
         return feature_extractor(self.backbone, **kwargs)
 
 
-def _eval_frozen(module: nn.Module) -> bool:
-    """Put every sub-tree without trainable parameters in eval mode; return True if it trains."""
-    own = any(p.requires_grad for p in module.parameters(recurse=False))
-    children = [_eval_frozen(child) for child in module.children()]
-    trains = own or any(children)
-    if not trains:
-        module.eval()
-    return trains
+def _train_trainable(module: nn.Module, name: str = "") -> None:
+    """Train mode for sub-trees that train whole (every parameter trainable) and for injected
+    ``petl_`` modules; everything else stays in eval (dropout, LayerDrop, HF masking off).
+
+    So full fine-tuning keeps its blocks' dropout, a PETL method's frozen blocks run as in
+    inference while its adapters (BatchNorm, dropout) train — as the reference PETL wrappers do.
+    """
+    params = list(module.parameters())
+    if name.startswith("petl_") or (params and all(p.requires_grad for p in params)):
+        module.train()
+        return
+    for child_name, child in module.named_children():
+        _train_trainable(child, child_name)
 
 
 def build_model(

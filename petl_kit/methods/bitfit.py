@@ -37,6 +37,7 @@ register_method(
         apply=apply,
         lr=5e-3,
         aliases=("fitbit",),
+        plain_wrapper=True,
         paper="Ben Zaken et al., ACL 2022",
     )
 )

@@ -56,6 +56,7 @@ register_method(
         apply=apply,
         lr=5e-5,
         aliases=("full_fine_tuning", "fft", "finetune"),
+        plain_wrapper=True,
         paper="Cappellazzo et al., MLSP 2024 (PETL_AST)",
     )
 )

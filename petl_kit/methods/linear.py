@@ -36,6 +36,7 @@ register_method(
         apply=apply,
         lr=1e-3,
         aliases=("linear_probing", "probe"),
+        plain_wrapper=True,
         paper="Cappellazzo et al., MLSP 2024 (PETL_AST)",
     )
 )

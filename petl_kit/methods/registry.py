@@ -42,6 +42,9 @@ class MethodSpec:
         merges: the method can fold its weights into the backbone (``merge()`` / ``unmerge()``).
         paper: citation shown in the README's method table.
         test_config: method_config used by the contract tests on tiny backbones (hidden 32).
+        plain_wrapper: the reference runs the method in a plain wrapper that leaves the whole
+            model in train mode (linear, full FT, BitFit; quirk R26) instead of a PETL wrapper
+            that puts the frozen backbone in eval.
         needs_grad_steps: optimiser steps after which every trainable tensor has had a
             non-zero gradient (2 for methods with a zero-initialised factor, e.g. LoRA's B).
     """
@@ -56,6 +59,7 @@ class MethodSpec:
     paper: str = ""
     test_config: dict = dataclasses.field(default_factory=dict)
     needs_grad_steps: int = 1
+    plain_wrapper: bool = False
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
