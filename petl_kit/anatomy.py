@@ -57,6 +57,10 @@ class Anatomy:
         ffn_linears: the FFN's (in, out) Linear attributes on the FFN module.
         final_norm: dotted path of the LayerNorm after the last block, or None.
         embeddings: dotted path of the module that produces the block-1 input sequence.
+        block_input: dotted path of the module whose output IS the block-1 input sequence, so a
+            forward hook there can insert tokens (prompts): AST ``embeddings``; frame models
+            ``encoder.dropout``, called after the positional conv (and, post-LN, the encoder
+            LayerNorm) and before the first layer, whether or not LayerDrop skips that layer.
     """
 
     family: str
@@ -70,6 +74,7 @@ class Anatomy:
     ffn_linears: tuple[str, str]
     final_norm: str | None
     embeddings: str
+    block_input: str = ""
 
 
 def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
@@ -85,6 +90,7 @@ def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
         ffn_linears=("intermediate_dense", "output_dense"),
         final_norm="encoder.layer_norm" if pre_ln else None,
         embeddings="encoder.pos_conv_embed",
+        block_input="encoder.dropout",
     )
 
 
@@ -100,6 +106,7 @@ AST_ANATOMY = Anatomy(
     ffn_linears=("fc1", "fc2"),
     final_norm="layernorm",
     embeddings="embeddings",
+    block_input="embeddings",
 )
 
 
@@ -151,6 +158,11 @@ def projections(layer: nn.Module, anatomy: Anatomy) -> dict[str, nn.Linear]:
     """``{'q': Linear, 'k': ..., 'v': ..., 'o': ...}`` of a block's attention."""
     attn = sublayer(layer, ATTENTION, anatomy)
     return {k: getattr(attn, name) for k, name in anatomy.projections.items()}
+
+
+def block_input(backbone: nn.Module) -> nn.Module:
+    """The module whose output is the first block's input ``[B, T, D]`` (see :class:`Anatomy`)."""
+    return get_path(backbone, anatomy_of(backbone).block_input)
 
 
 def final_norm(backbone: nn.Module) -> nn.LayerNorm | None:

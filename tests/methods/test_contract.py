@@ -89,7 +89,10 @@ def test_every_trainable_tensor_changes_output(method, family, tiny_checkpoints)
                 continue
             saved = p.detach().clone()
             p.add_(torch.randn_like(p) * 0.5 + 0.5)
-            changed = not torch.allclose(model(x, mask), ref, atol=1e-6)
+            # A tensor with no path to the output leaves it bit-identical; real effects can be tiny
+            # on random tiny backbones (AST prefix keys against near-uniform attention move the
+            # logits by ~1e-6), so only rounding-level differences count as "no effect".
+            changed = not torch.allclose(model(x, mask), ref, rtol=0.0, atol=1e-7)
             p.copy_(saved)
             assert changed, f"{name} has no effect on the output"
 

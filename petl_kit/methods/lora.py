@@ -1,0 +1,260 @@
+"""LoRA (Hu et al., ICLR 2022): low-rank updates of the attention projections.
+
+Each target projection (found through :func:`petl_kit.anatomy.projections`) is swapped for a
+:class:`LoRALinear` computing ``W x + b + s · B(A(x))`` with the original ``W``, ``b`` frozen,
+``A = Linear(D → r)`` and ``B = Linear(r → D)`` (no bias, no dropout). The ``o`` target acts on the
+attention context (the input of the output projection). Spec ``methods.md`` §4.
+
+Profiles (quirks R4, R8, R9):
+
+==================  ==============================  =====================================
+option              reference                       corrected (default)
+==================  ==============================  =====================================
+``lora_scaling``    ``'alpha_over_rr'``: s = α / RR  ``'alpha_over_r'``: s = α / r
+``lora_init``       ``'reference_effective'``: A, B  ``'zero_B'``: A Kaiming-uniform(a=√5),
+                    trunc-normal(0, 0.02) (ΔW ≠ 0)   B = 0 (ΔW = 0 at init)
+==================  ==============================  =====================================
+
+``lora_init`` is the LoRA face of R2: it alone decides the LoRA matrices' init (R2's
+``ModelOptions.init`` does not override it), so each switch stays settable on its own.
+
+Rank: give ``reduction_rate`` RR (r = round(D / RR), Python round-half-even, as the reference
+does) or ``rank`` r, not both. Neither given → RR = 64 in both profiles (r = 12 on a 768-wide
+backbone; a rank that rounds to 0 is an error). With ``rank`` and ``'alpha_over_rr'``, RR = D / r.
+
+Targets: any of ``q, k, v, o`` (``"Wq,Wv"``, ``"q_proj"``, ``"out_proj"`` spellings accepted);
+Q, V by default in both profiles (R9). ``lora_variant='shared_qk_legacy'`` reproduces the PETL_AST
+code before its January 2024 fix: one (A, B) pair per layer whose delta is added to both Q and K
+(set ``targets='q,k'``).
+
+Trainable: the LoRA matrices + head, and on AST also the final LN (the reference wrapper leaves it
+trainable; both profiles keep it so the counts equal the published tables).
+Count (AST base, Q,V) = 12 · 2 · 2 · 768 · r = 36,864 · r (+ 1,536 + head). Merging folds
+``s · B A`` into ``W`` (:meth:`PetlModel.merge`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import anatomy
+from ..config import ConfigError, option
+from ._init import trunc_normal_
+from .registry import MethodConfig, MethodSpec, register_method
+
+TARGETS = ("q", "k", "v", "o")
+_SPELLINGS = {
+    "o_proj": "o",
+    "out_proj": "o",
+    "out": "o",
+    "output": "o",
+    "query": "q",
+    "key": "k",
+    "value": "v",
+}
+
+
+def _canonical_target(name: str) -> str:
+    key = name.strip().lower()
+    key = _SPELLINGS.get(key, key)
+    if key.endswith("_proj"):
+        key = key.removesuffix("_proj")
+    if len(key) == 2 and key[0] == "w":  # Wq, Wk, Wv, Wo (paper spelling)
+        key = key[1]
+    return key
+
+
+@dataclass(frozen=True)
+class LoRAConfig(MethodConfig):
+    """LoRA keys (design §4): ``reduction_rate`` or ``rank``, ``alpha``, ``targets``.
+
+    reduction_rate: RR, r = round(hidden / RR) (reference semantics). Default 64 when neither
+        ``reduction_rate`` nor ``rank`` is given.
+    rank: r given directly (exclusive with ``reduction_rate``).
+    alpha: α of the scaling (8, the reference CLI default).
+    targets: projections to adapt, any of q, k, v, o.
+    lora_scaling: R8, ``'alpha_over_rr'`` (reference) → ``'alpha_over_r'``.
+    lora_init: R4, ``'reference_effective'`` (A, B trunc-normal 0.02) → ``'zero_B'``.
+    lora_variant: ``'separate'`` (one pair per target) or ``'shared_qk_legacy'`` (one pair per
+        layer added to Q and K; pre-January-2024 reference code).
+    """
+
+    reduction_rate: int | None = None
+    rank: int | None = None
+    alpha: float = 8.0
+    targets: tuple[str, ...] = ("q", "v")
+    lora_scaling: Literal["alpha_over_rr", "alpha_over_r"] = option("alpha_over_rr", "alpha_over_r")
+    lora_init: Literal["reference_effective", "zero_B"] = option("reference_effective", "zero_B")
+    lora_variant: Literal["separate", "shared_qk_legacy"] = "separate"
+
+    def __post_init__(self):
+        if self.reduction_rate is not None and self.rank is not None:
+            raise ConfigError(
+                f"lora method_config: give reduction_rate ({self.reduction_rate}) or rank "
+                f"({self.rank}), not both"
+            )
+        for key in ("reduction_rate", "rank"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"lora method_config: {key} = {value}; expected an int >= 1")
+        targets = []
+        for t in self.targets:
+            c = _canonical_target(t)
+            if c not in TARGETS:
+                raise ConfigError(
+                    f"lora method_config: unknown target {t!r}; valid targets: q, k, v, o "
+                    "(also Wq.. and q_proj/out_proj spellings)"
+                )
+            if c not in targets:
+                targets.append(c)
+        if not targets:
+            raise ConfigError("lora method_config: targets is empty; choose from q, k, v, o")
+        targets = tuple(t for t in TARGETS if t in targets)
+        if self.lora_variant == "shared_qk_legacy" and targets != ("q", "k"):
+            raise ConfigError(
+                "lora method_config: lora_variant='shared_qk_legacy' adds one shared delta to "
+                f"Q and K; set targets='q,k' (got {','.join(targets)})"
+            )
+        object.__setattr__(self, "targets", targets)
+
+    def resolve(self, hidden: int) -> tuple[int, float]:
+        """``(rank r, scaling s)`` on a backbone of width ``hidden``."""
+        if self.rank is not None:
+            r, rr = self.rank, hidden / self.rank
+        else:
+            rr = self.reduction_rate or 64
+            r = round(hidden / rr)  # Python round-half-even, as the reference
+            if r < 1:
+                raise ConfigError(
+                    f"lora method_config: reduction_rate {rr} gives rank round({hidden}/{rr}) = 0 "
+                    f"on this {hidden}-wide backbone; use reduction_rate < {2 * hidden} or rank"
+                )
+        s = self.alpha / rr if self.lora_scaling == "alpha_over_rr" else self.alpha / r
+        return r, s
+
+
+class LoRAPair(nn.Module):
+    """The low-rank factors: ``A = Linear(d_in → r)`` ("down"), ``B = Linear(r → d_out)`` ("up")."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, init: str):
+        super().__init__()
+        self.A = nn.Linear(d_in, rank, bias=False)
+        self.B = nn.Linear(rank, d_out, bias=False)
+        with torch.no_grad():
+            if init == "reference_effective":  # R2/R4: both factors trunc-normal(0, 0.02)
+                trunc_normal_(self.A.weight)
+                trunc_normal_(self.B.weight)
+            else:  # zero_B: ΔW = 0 at init, A gets gradient from step 2
+                nn.init.kaiming_uniform_(self.A.weight, a=math.sqrt(5))
+                self.B.weight.zero_()
+
+    def delta_weight(self) -> torch.Tensor:
+        """``B A``: ``[d_out, d_in]``."""
+        return self.B.weight @ self.A.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.B(self.A(x))
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``Linear`` plus a scaled low-rank update: ``y = W x + b + s · B(A(x))``.
+
+    Holds the original ``weight`` ``[d_out, d_in]`` and ``bias`` parameters under their own names
+    (state-dict keys of the backbone are unchanged) and the factors under ``petl_lora``.
+    :meth:`merge` folds ``s · B A`` into ``weight`` and short-circuits the forward to one
+    ``F.linear``; :meth:`unload` returns the plain ``nn.Linear`` (merged or not).
+
+    Shapes: ``x [..., d_in] -> [..., d_out]``.
+    """
+
+    def __init__(self, base: nn.Linear, pair: LoRAPair, scaling: float):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight
+        self.bias = base.bias
+        self.petl_lora = pair
+        self.scaling = float(scaling)
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if self.merged:
+            return y
+        return y + self.scaling * self.petl_lora(x)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """``W ← W + s · B A`` (idempotent). Merged weights are for inference: the factors no
+        longer receive gradient until :meth:`unmerge`."""
+        if not self.merged:
+            self.weight.add_(self.scaling * self.petl_lora.delta_weight().to(self.weight.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """``W ← W − s · B A`` (idempotent; exact up to floating-point rounding)."""
+        if self.merged:
+            self.weight.sub_(self.scaling * self.petl_lora.delta_weight().to(self.weight.dtype))
+            self.merged = False
+
+    def unload(self) -> nn.Linear:
+        """A plain ``nn.Linear`` sharing this module's (merged or original) weight and bias."""
+        linear = nn.Linear(
+            self.in_features, self.out_features, bias=self.bias is not None, device="meta"
+        )
+        linear.weight = self.weight
+        linear.bias = self.bias
+        return linear
+
+    def extra_repr(self) -> str:
+        r, s = self.petl_lora.A.out_features, self.scaling
+        return (
+            f"in={self.in_features}, out={self.out_features}, r={r}, s={s:g}, merged={self.merged}"
+        )
+
+
+def apply(model, cfg: LoRAConfig) -> None:
+    backbone = model.backbone
+    anat = anatomy.anatomy_of(backbone)
+    rank, scaling = cfg.resolve(backbone.config.hidden_size)
+    for layer in anatomy.layers(backbone):
+        attn = anatomy.sublayer(layer, anatomy.ATTENTION, anat)
+        projs = anatomy.projections(layer, anat)
+        shared = None
+        if cfg.lora_variant == "shared_qk_legacy":
+            q = projs["q"]
+            shared = LoRAPair(q.in_features, q.out_features, rank, cfg.lora_init)
+        for target in cfg.targets:
+            base = projs[target]
+            if isinstance(base, LoRALinear):
+                raise ValueError(f"{anat.projections[target]} already carries LoRA")
+            pair = (
+                shared
+                if shared is not None
+                else LoRAPair(base.in_features, base.out_features, rank, cfg.lora_init)
+            )
+            setattr(attn, anat.projections[target], LoRALinear(base, pair, scaling))
+    norm = anatomy.final_norm(backbone)
+    if model.family == "ast" and norm is not None:  # the reference AST wrapper trains it
+        norm.requires_grad_(True)
+
+
+register_method(
+    MethodSpec(
+        name="lora",
+        config_cls=LoRAConfig,
+        apply=apply,
+        lr=5e-3,
+        identity_at_init=lambda cfg: cfg.lora_init == "zero_B",
+        merges=True,
+        paper="Hu et al., ICLR 2022 (LoRA); Cappellazzo et al., MLSP 2024 (PETL_AST)",
+        test_config={"reduction_rate": 8},
+        needs_grad_steps=2,
+    )
+)
