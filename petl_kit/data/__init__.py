@@ -2,6 +2,8 @@
 
 ``load_dataset(name, data_path, **options)`` dispatches through ``DATASETS``; dataset modules add
 themselves with ``register_dataset`` (esc50, us8k, gsc, fsc, iemocap, music sets, ...).
+The paper-1 sets take ``fold=``, ``profile=`` and their protocol switches (``protocols.py``) and
+``cache=True`` (features from the on-disk cache, ``cache.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 
 from .audio import AudioError, load_audio, resample
 from .base import Clip, DatasetError, DatasetSplits, stratified_split
+from .cache import FeatureStore, cache_dir, clear_cache
 from .dataset import AudioDataset, collate
+from .esc50 import load_esc50
 from .features import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
@@ -23,7 +27,13 @@ from .features import (
     feature_extractor_for,
 )
 from .folders import load_audiofolder, load_csv, write_audiofolder
+from .fsc import load_fsc
+from .gsc import load_gsc
+from .iemocap import load_iemocap
+from .probe_cache import ProbeModel, cached_probe, pooled_outputs
+from .protocols import few_shot, fold_sizes, num_folds, protocol, summarize
 from .synthetic import make_synthetic
+from .us8k import load_us8k
 
 __all__ = [
     "AUDIOSET_MEAN",
@@ -35,19 +45,30 @@ __all__ = [
     "DatasetError",
     "DatasetSplits",
     "FbankExtractor",
+    "FeatureStore",
+    "ProbeModel",
     "SpecAugment",
     "WaveformExtractor",
+    "cache_dir",
+    "cached_probe",
+    "clear_cache",
     "collate",
     "feature_extractor_for",
+    "few_shot",
+    "fold_sizes",
     "list_datasets",
     "load_audio",
     "load_audiofolder",
     "load_csv",
     "load_dataset",
     "make_synthetic",
+    "num_folds",
+    "pooled_outputs",
+    "protocol",
     "register_dataset",
     "resample",
     "stratified_split",
+    "summarize",
     "write_audiofolder",
 ]
 
@@ -126,3 +147,8 @@ def load_dataset(name: str, data_path: str | Path | None = None, **options) -> D
 register_dataset("synthetic", make_synthetic, requires_path=False)
 register_dataset("audiofolder", load_audiofolder)
 register_dataset("csv", load_csv)
+register_dataset("esc50", load_esc50)
+register_dataset("us8k", load_us8k)
+register_dataset("gsc", load_gsc)
+register_dataset("fsc", load_fsc)
+register_dataset("iemocap", load_iemocap)

@@ -109,6 +109,7 @@ class DatasetSplits:
         sample_rate: native rate in Hz if uniform and known, else None.
         info: provenance (loader, root, fold, seed, ...).
         channel: how files are down-mixed when loaded: "mean" or a channel index ("mean").
+        cache: ``loaders`` read features from the on-disk feature cache (False).
     """
 
     name: str
@@ -120,6 +121,7 @@ class DatasetSplits:
     sample_rate: int | None = None
     info: dict = field(default_factory=dict)
     channel: str | int = "mean"
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -191,12 +193,14 @@ class DatasetSplits:
         seed: int = 0,
         num_workers: int = 0,
         shuffle_train: bool = True,
+        cache: bool | None = None,
     ) -> dict[str, DataLoader]:
         """DataLoaders keyed "train"/"val"/"test" (empty splits omitted), batches from ``collate``.
 
         SpecAugment (fbank only) is applied to train only. Train is shuffled by a generator seeded
         with ``seed``; eval loaders are not shuffled. Every loader gets its own seeded generator so
         iterating one never draws from torch's global RNG (which would shift the training run).
+        ``cache`` (None: ``self.cache``): features come from the on-disk cache, computed once.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -218,6 +222,8 @@ class DatasetSplits:
                 task=self.task,
                 augment=spec_augment if is_train else None,
                 channel=self.channel,
+                cache=self.cache if cache is None else cache,
+                cache_name=self.name,
             )
             out[split] = DataLoader(
                 ds,

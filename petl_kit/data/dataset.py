@@ -28,14 +28,18 @@ class AudioDataset(Dataset):
         task: "multiclass" | "multilabel".
         augment: applied to the features after extraction (e.g. SpecAugment), or None.
         channel: down-mix for files, passed to ``load_audio`` ("mean").
+        cache: False (features on the fly), True (read them from the feature cache, computing
+            the missing ones first; ``data.cache.FeatureStore``) or a ``FeatureStore``.
+        cache_name: dataset name keying the cache store ("dataset").
 
     Item: ``{"input_values": [L, F] or [S], "attention_mask": [S] long (waveform only),
     "label": int or multi-hot [C] float, "index": int}``.
     """
 
     def __init__(
-        self, clips, extractor, *, num_classes: int, task: str, augment=None, channel="mean"
-    ):
+        self, clips, extractor, *, num_classes: int, task: str, augment=None, channel="mean",
+        cache=False, cache_name: str = "dataset",
+    ):  # fmt: skip
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
         if getattr(extractor, "input_kind", None) not in ("fbank", "waveform"):
@@ -48,6 +52,20 @@ class AudioDataset(Dataset):
         self.task = task
         self.augment = augment
         self.channel = channel
+        self.cache = None
+        if cache is not False and cache is not None:
+            from .cache import FeatureStore
+
+            store = cache if isinstance(cache, FeatureStore) else None
+            if store is None:
+                store = FeatureStore(cache_name, extractor, channel=channel)
+            elif not store.matches(extractor, channel):
+                raise ValueError(
+                    f"AudioDataset: the given FeatureStore holds {store.config}, not the features "
+                    f"of {extractor} with channel {channel!r}"
+                )
+            self._locations = store.locate(self.clips)
+            self.cache = store
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -63,7 +81,11 @@ class AudioDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         clip = self.clips[i]
         item: dict = {"index": i}
-        feats = self.extractor(self.load_wave(i))
+        if self.cache is not None:
+            stored = self.cache.read(self._locations[i])  # fbank [L, F] or resampled wave [S]
+            feats = stored if self.extractor.input_kind == "fbank" else self.extractor(stored)
+        else:
+            feats = self.extractor(self.load_wave(i))
         if self.extractor.input_kind == "waveform":
             item["input_values"], item["attention_mask"] = feats
         else:
