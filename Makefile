@@ -7,6 +7,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
+# Tiny models on a small shared CPU run fastest single-threaded (override by setting it yourself).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install demo test lint format clean
 

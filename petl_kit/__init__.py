@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .backbones import FAMILIES, CheckpointError, load_backbone, tiny_config
 from .config import ConfigError
+from .data import load_dataset
 from .efficiency import count_parameters
 from .methods import get_method, list_methods, make_config, register_method
 from .model import PetlModel, build_model, load_trained, save_trained
@@ -23,6 +24,7 @@ __all__ = [
     "count_parameters",
     "get_method",
     "list_methods",
+    "load_dataset",
     "load_backbone",
     "load_trained",
     "make_config",
@@ -30,4 +32,34 @@ __all__ = [
     "save_trained",
     "tiny_config",
     "__version__",
+]
+
+# Runs: notebook parameters, run folders, headless execution, sweeps, reports.
+from .provenance import new_run_dir  # noqa: E402
+from .report import collect_results, write_report  # noqa: E402
+from .runs import (  # noqa: E402
+    RunFailed,
+    RunResult,
+    collect_params,
+    load_params_file,
+    notebook_parameters,
+    run_experiment,
+    run_notebook,
+    validate_params,
+)
+from .sweep import run_sweep  # noqa: E402
+
+__all__ += [
+    "RunFailed",
+    "RunResult",
+    "collect_params",
+    "collect_results",
+    "load_params_file",
+    "new_run_dir",
+    "notebook_parameters",
+    "run_experiment",
+    "run_notebook",
+    "run_sweep",
+    "validate_params",
+    "write_report",
 ]

@@ -1,0 +1,194 @@
+"""Command line: ``python -m petl_kit {run,sweep,report,demo,methods,params}``.
+
+    python -m petl_kit run notebooks/14_lora.ipynb -f params/quickstart/lora.yaml -p epochs 3
+    python -m petl_kit sweep params/quickstart.yaml
+    python -m petl_kit report quickstart
+    python -m petl_kit demo
+    python -m petl_kit methods
+    python -m petl_kit params notebooks/10_linear.ipynb     # the notebook's parameters
+
+``-p KEY VALUE`` values are read as YAML: ``-p epochs 3`` is an int, ``-p lr null`` is None,
+``-p checkpoint builtin:tiny-ast`` a string. User errors print one line and exit with 2; a run
+that fails exits with 1 (its folder says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+QUICKSTART = "params/quickstart.yaml"
+
+
+def _value(text: str):
+    from .provenance import load_yaml
+
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(pairs: list[list[str]] | None) -> dict:
+    return {key: _value(value) for key, value in (pairs or [])}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m petl_kit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="execute a notebook with papermill into a new run folder")
+    run.add_argument("notebook", type=Path)
+    run.add_argument("-f", "--params-file", type=Path, help="flat YAML of parameters")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                     help="override one parameter (value read as YAML); repeatable")  # fmt: skip
+    run.add_argument("-e", "--experiment", help="experiment folder (default: the params')")
+    run.add_argument("-n", "--name", help="run name (default: the method)")
+
+    sweep = sub.add_parser("sweep", help="run a sweep file; completed runs are skipped")
+    sweep.add_argument("file", type=Path)
+    sweep.add_argument("--fresh", action="store_true", help="rerun runs that already completed")
+
+    report = sub.add_parser("report", help="write results.csv/.md and the plot of an experiment")
+    report.add_argument("experiment")
+
+    demo = sub.add_parser("demo", help="quickstart sweep on the synthetic task, then the report")
+    demo.add_argument("--sweep", type=Path, default=None, help=f"sweep file (default {QUICKSTART})")
+    demo.add_argument("--fresh", action="store_true", help="rerun runs that already completed")
+
+    sub.add_parser("methods", help="list the registered PETL methods")
+    params = sub.add_parser("params", help="show a notebook's parameters (types, defaults, help)")
+    params.add_argument("notebook", type=Path)
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from .runs import load_params_file, run_notebook
+
+    params, source = {}, "-p"
+    if args.params_file:
+        params = load_params_file(args.params_file)
+        source = str(args.params_file)
+    overrides = parse_overrides(args.param)
+    if overrides:
+        from .runs import validate_params
+
+        validate_params(args.notebook, overrides, source="-p overrides")
+        source += " + -p overrides" if args.params_file else ""
+    run_dir = run_notebook(args.notebook, {**params, **overrides}, experiment=args.experiment,
+                           name=args.name, source=source)  # fmt: skip
+    print(f"completed: {run_dir}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    records = run_sweep(args.file, resume=not args.fresh)
+    return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    paths = write_report(args.experiment)
+    print(paths["md"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _quickstart_file() -> Path:
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / QUICKSTART).is_file():
+            return root / QUICKSTART
+    raise FileNotFoundError(f"{QUICKSTART} not found; run the demo from the petl_kit checkout")
+
+
+def _ensure_builtin(name: str = "tiny-ast") -> None:
+    from . import pretrained
+
+    # the folder pretrained.builtin_checkpoint caches into (complete once pretraining.json is in)
+    folder = pretrained.cache_dir() / f"{name}-v{pretrained.BUILTINS[name].version}"
+    if (folder / "pretraining.json").is_file():
+        print(f"Reusing the built-in checkpoint builtin:{name} ({folder})")
+        return
+    print(f"Pre-training the built-in checkpoint builtin:{name} once on the synthetic source task "
+          f"(cached in {folder} for later runs) ...", flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    pretrained.builtin_checkpoint(name)
+    print(f"  done in {time.perf_counter() - t0:.0f} s")
+
+
+def _cmd_demo(args) -> int:
+    from .report import write_report
+    from .sweep import plan_sweep, run_sweep
+
+    t0 = time.perf_counter()
+    # tiny models: one thread per process is as fast, and far faster on a shared, busy CPU
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    sweep_file = args.sweep or _quickstart_file()
+    _ensure_builtin()
+    experiment = plan_sweep(sweep_file)[0].experiment
+    records = run_sweep(sweep_file, resume=not args.fresh)
+    paths = write_report(experiment)
+    print()
+    print(paths["md"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    print(f"demo took {time.perf_counter() - t0:.0f} s")
+    return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
+
+
+def _cmd_methods(args) -> int:
+    import petl_kit as pk
+
+    for name in pk.list_methods():
+        spec = pk.get_method(name)
+        keys = ", ".join(pk.methods.config_keys(name)) or "-"
+        print(f"{name:16s} lr {spec.lr:<8g} keys: {keys}   [{spec.paper}]")
+    return 0
+
+
+def _cmd_params(args) -> int:
+    from .runs import notebook_parameters
+
+    for name, p in notebook_parameters(args.notebook).items():
+        print(
+            f"{name}: {p['type']} = {p['default']!r}" + (f"   # {p['help']}" if p["help"] else "")
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .backbones import CheckpointError
+    from .config import ConfigError
+    from .runs import RunFailed
+
+    args = build_parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report, "demo": _cmd_demo,
+                "methods": _cmd_methods, "params": _cmd_params}  # fmt: skip
+    try:
+        return handlers[args.command](args)
+    except RunFailed as err:
+        print(f"run failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
