@@ -126,10 +126,13 @@ class Conformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ln == "applied":  # 'dead' (R5): the reference's LN output is discarded, so skip it
             x = self.norm(x)
-        h = self.pointwise_in(x.transpose(1, 2))  # [B, 2r, M]
-        h = F.glu(h, dim=1)  # [B, r, M]
-        h = F.silu(self.bn(self._depthwise(h)))
-        return self.pointwise_out(h).transpose(1, 2)  # [B, M, D]; the reference's Dropout(0.0)
+        # the k=1 convs run as Linear on the token-major layout (same maths): Conv1d on the
+        # transposed [B, D, M] view copies the activations through im2col in forward and backward
+        h = F.linear(x, self.pointwise_in.weight[..., 0], self.pointwise_in.bias)  # [B, M, 2r]
+        h = F.glu(h, dim=-1).transpose(1, 2)  # [B, r, M]
+        h = F.silu(self.bn(self._depthwise(h))).transpose(1, 2)  # [B, M, r]
+        # [B, M, D]; the reference's Dropout(0.0) follows
+        return F.linear(h, self.pointwise_out.weight[..., 0], self.pointwise_out.bias)
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,8 @@ class MoAConfig(MethodConfig):
     convpass_conv: Literal["unused", "used"] = option("unused", "used")
     w2v_train_mask_emb: bool = option(True, False)
 
+    method_name = "dense_moa"  # class attribute (not a field): names the method in errors
+
     def __post_init__(self):
         for f in dataclasses.fields(self):  # direct construction: unset quirks follow the profile
             if "profile" in f.metadata and getattr(self, f.name) is None:
@@ -101,8 +103,6 @@ class MoAConfig(MethodConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{where}.{name} = {value}; must be a positive int")
-
-    method_name = "dense_moa"
 
     def bottleneck_size(self, hidden: int) -> int:
         """r for a backbone of width ``hidden`` (round-half-even, as the reference)."""

@@ -288,6 +288,7 @@ def make_experts(
     (:func:`.blocks.init_block` with ``init``), then stacked."""
     if num_experts < 1:
         raise ValueError(f"num_experts={num_experts}; must be >= 1")
+    on_meta = torch.empty(()).device.type == "meta"  # shape-only builds (counts): no init
     parts = []
     for _ in range(num_experts):
         block = blocks.make_block(
@@ -298,7 +299,7 @@ def make_experts(
             conformer_ln=conformer_ln,
             convpass_conv=convpass_conv,
         )
-        parts.append(blocks.init_block(block, init, family))
+        parts.append(block if on_meta else blocks.init_block(block, init, family))
     return group_blocks(parts)
 
 

@@ -15,8 +15,12 @@ Axes: b batch, n tokens, e experts, s slots per expert, d hidden. With Φ ``[d, 
 
 Each expert sees s slot vectors instead of n tokens, so the experts cost O(e·s) instead of Dense's
 O(n·e). Placement and trainable set are those of Dense-MoA (:mod:`.dense_moa`), including the R13
-double add. Count per mixture: ``E·A + D·E·s`` (+1 with ``normalize``), A = the expert block's
-parameters (bottleneck, D = 768: 1,537r + 768).
+double add. The dispatch softmax runs over every token of the sequence: AST's zero-padded fbank
+frames are real patches; padded frames of wav2vec2/HuBERT batches are read like any other frame
+(the mixture sees no attention mask, as in the reference).
+
+Count per mixture: ``E·A + D·E·s`` (+1 with ``normalize``), A = the expert block's parameters
+(bottleneck, D = 768: 1,537r + 768).
 """
 
 from __future__ import annotations

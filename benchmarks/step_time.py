@@ -1,0 +1,347 @@
+"""Benchmark: one training step per PETL method on AST-base (issue "PETL methods", benchmark).
+
+Every configuration is built with ``pk.build_model("ast", backbone_config={"max_length": 100},
+num_classes=35, method=..., method_config=...)`` (random weights, corrected profile unless
+``--kit-profile reference``) and trained with the kit's own optimiser
+(:func:`petl_kit.train.make_optimizer`: AdamW 0.9/0.98, eps 1e-6, weight decay 0.1, constant LR).
+One step = ``zero_grad`` → forward → cross-entropy → backward → ``opt.step()`` on a random batch
+``[8, 100, 128]`` (8 clips × 100 fbank frames: 110 tokens), on the CPU.
+
+Timing: the configurations are interleaved (A B C … A B C …, the order rotated every round) so a
+change in machine load hits all of them alike; the first round is a warm-up and is not timed;
+the table gives the median of the ``--repeats`` timed rounds, split into forward, backward and
+optimiser, and the ratio to ``full_ft``'s median.
+
+Memory (what "peak MiB" means): the warm-up step runs under ``torch.profiler`` with
+``profile_memory=True``; its allocation events (every tensor the CPU allocator hands out or takes
+back) give the live tensor bytes over the step. Peak = bytes of every parameter and buffer + the
+AdamW state (allocated before the profiled step by one zero-LR step) + the largest rise of live
+bytes during forward/backward/step (activations kept for backward, gradients, temporaries). It
+counts tensors only: not the Python heap, library code, allocator caching or oneDNN scratch. The
+same profile gives the GEMM FLOPs (``mm``/``addmm``/``bmm``) of the backward pass against the
+forward pass: ≈ 2 when weight gradients of the frozen projections are computed, ≈ 1 when only the
+activation gradients are (what a PETL method inside the network needs).
+
+    .venv/bin/python benchmarks/step_time.py --out benchmarks/results/step_time.md
+    .venv/bin/python benchmarks/step_time.py --only full_ft lora-rr128 --repeats 5   # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
+
+import petl_kit as pk
+from petl_kit.config import build
+from petl_kit.train import TrainConfig, make_optimizer
+
+BATCH, MAX_LENGTH, CLASSES = 8, 100, 35
+GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+PHASES = ("forward", "backward", "optimizer")
+
+
+def _adapter(block: str, rr: int, kind: str = "Pfeiffer", mode: str = "parallel", **kw) -> dict:
+    return {"adapter_block": block, "reduction_rate": rr, "adapter_type": kind,
+            "seq_or_par": mode, **kw}  # fmt: skip
+
+
+# (key, label, method, method_config, has a target)
+CONFIGS = [
+    ("linear", "linear probing", "linear", {}, False),
+    ("full_ft", "full fine-tuning", "full_ft", {}, False),
+    ("bitfit", "BitFit", "bitfit", {}, False),
+    ("lora-rr128", "LoRA Q,V RR 128 (r 6)", "lora", {"reduction_rate": 128}, True),
+    ("lora-rr64", "LoRA Q,V RR 64 (r 12)", "lora", {"reduction_rate": 64}, True),
+    ("dpt25", "prompt DPT-25", "prompt_tuning", {"num_prompts": 25, "deep": True}, True),
+    ("spt300", "prompt SPT-300", "prompt_tuning", {"num_prompts": 300, "deep": False}, True),
+    ("prefix24", "prefix P 24", "prefix_tuning", {"num_tokens": 24}, True),
+    ("bn-pf-par", "bottleneck Pfeiffer RR 64 parallel", "adapter",
+     _adapter("bottleneck", 64), True),
+    ("bn-pf-seq", "bottleneck Pfeiffer RR 64 sequential", "adapter",
+     _adapter("bottleneck", 64, mode="sequential"), True),
+    ("bn-hb", "bottleneck Houlsby RR 64 parallel", "adapter",
+     _adapter("bottleneck", 64, "Houlsby"), True),
+    ("conf-pf", "conformer Pfeiffer RR 96 k 31 parallel", "adapter",
+     _adapter("conformer", 96, kernel_size=31), True),
+    ("conf-hb", "conformer Houlsby RR 96 k 31 parallel", "adapter",
+     _adapter("conformer", 96, "Houlsby", kernel_size=31), True),
+    ("dense-moa", "Dense-MoA N 7 (bottleneck RR 128, Pfeiffer MHSA)", "dense_moa",
+     {"num_adapters": 7}, False),
+    ("soft-moa", "Soft-MoA N 7 (bottleneck RR 128, Pfeiffer MHSA)", "soft_moa",
+     {"num_adapters": 7}, False),
+]  # fmt: skip
+
+
+@dataclass
+class Bench:
+    key: str
+    label: str
+    method: str
+    config: dict
+    target: bool
+    model: torch.nn.Module = None
+    opt: torch.optim.Optimizer = None
+    trainable: int = 0
+    times: dict = field(default_factory=lambda: {p: [] for p in (*PHASES, "step", "wall")})
+    static_bytes: int = 0
+    transient_bytes: int = 0
+    gemm_flops: dict = field(default_factory=dict)
+    frozen_with_grad: list = field(default_factory=list)
+    top_ops: list = field(default_factory=list)
+    shares: dict = field(default_factory=dict)
+
+    def median(self, phase: str = "step") -> float:
+        return statistics.median(self.times[phase])
+
+
+def make(b: Bench, profile_name: str) -> None:
+    b.model = pk.build_model("ast", backbone_config={"max_length": MAX_LENGTH},
+                             num_classes=CLASSES, method=b.method, method_config=b.config,
+                             profile=profile_name, seed=0)  # fmt: skip
+    cfg = build(TrainConfig, {"schedule": "constant"}, profile_name)
+    b.opt, _ = make_optimizer(b.model, cfg)
+    b.trainable = pk.count_parameters(b.model)["trainable"]
+    # allocate the AdamW state now (one zero-LR step on zero gradients), so the profiled warm-up
+    # step sees the steady state: params + optimiser state already live
+    params = [p for g in b.opt.param_groups for p in g["params"]]
+    lrs = [g["lr"] for g in b.opt.param_groups]
+    for g in b.opt.param_groups:
+        g["lr"] = 0.0
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    b.opt.step()
+    for g, lr in zip(b.opt.param_groups, lrs, strict=True):
+        g["lr"] = lr
+    b.opt.zero_grad(set_to_none=True)
+    tensors = [*b.model.parameters(), *b.model.buffers()]
+    tensors += [t for s in b.opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    b.static_bytes = sum(t.numel() * t.element_size() for t in tensors)
+
+
+def step(b: Bench, x, y, timed: bool) -> None:
+    """One training step; phases timed in process CPU seconds, the whole step also in wall."""
+    w0, t0 = time.perf_counter(), time.process_time()
+    b.opt.zero_grad(set_to_none=True)
+    with record_function("forward"):
+        loss = F.cross_entropy(b.model(x), y)
+    t1 = time.process_time()
+    with record_function("backward"):
+        loss.backward()
+    t2 = time.process_time()
+    with record_function("optimizer"):
+        b.opt.step()
+    t3, w1 = time.process_time(), time.perf_counter()
+    if timed:
+        phases = (*PHASES, "step", "wall")
+        for phase, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, w1 - w0), strict=True):
+            b.times[phase].append(dt)
+
+
+def _phase(event) -> str | None:
+    while event is not None:
+        if event.name in PHASES:
+            return event.name
+        event = event.cpu_parent
+    return None
+
+
+def profiled_step(b: Bench, x, y, top: int) -> None:
+    """The warm-up step, under the profiler: memory timeline, GEMM FLOPs per phase, top ops."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_flops=True) as prof:  # fmt: skip
+        step(b, x, y, timed=False)
+    events = prof.profiler.kineto_results.events()
+    mem = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    live = peak = 0
+    for _, n in mem:
+        live += n
+        peak = max(peak, live)
+    b.transient_bytes = peak
+    flops = dict.fromkeys(PHASES, 0)
+    for e in prof.events():
+        if e.name in GEMMS and e.flops:
+            phase = _phase(e)
+            if phase:
+                flops[phase] += e.flops
+    b.gemm_flops = flops
+    b.frozen_with_grad = [n for n, p in b.model.named_parameters()
+                          if not p.requires_grad and p.grad is not None]  # fmt: skip
+    b.shares, b.top_ops = time_shares(prof.events(), top)
+
+
+CATEGORIES = ("GEMM fwd", "GEMM bwd", "attention", "conv", "copy/cat", "elementwise/norm",
+              "optimizer", "autograd/other")  # fmt: skip
+
+
+def _category(name: str, phase: str | None) -> str:
+    if phase == "optimizer":
+        return "optimizer"
+    if name in GEMMS:
+        return "GEMM bwd" if phase == "backward" else "GEMM fwd"
+    if "scaled_dot_product" in name:
+        return "attention"
+    if "conv" in name:
+        return "conv"
+    if name in ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous"):
+        return "copy/cat"
+    if name.startswith("aten::"):
+        return "elementwise/norm"
+    return "autograd/other"
+
+
+def time_shares(events, top: int) -> tuple[dict, list]:
+    """Shares of the profiled step's self CPU time by category, and the ``top`` operators
+    ``(name, phase, calls, share)`` by self time (forward and backward counted apart)."""
+    by_cat, by_op, calls = dict.fromkeys(CATEGORIES, 0.0), {}, {}
+    for e in events:
+        phase = _phase(e)
+        if phase is None or e.name in PHASES:
+            continue
+        t = e.self_cpu_time_total
+        by_cat[_category(e.name, phase)] += t
+        key = (e.name, phase)
+        by_op[key] = by_op.get(key, 0.0) + t
+        calls[key] = calls.get(key, 0) + 1
+    total = sum(by_cat.values()) or 1.0
+    ops = sorted(by_op.items(), key=lambda kv: -kv[1])[:top]
+    shares = {k: v / total for k, v in by_cat.items()}
+    return shares, [(name, phase, calls[(name, phase)], t / total) for (name, phase), t in ops]
+
+
+def report(args, benches: list[Bench], load: tuple, wall: float) -> str:
+    ref = next(b for b in benches if b.key == "full_ft").median()
+    mib = 2**20
+    lines = [
+        "# One training step per method: time and memory (AST-base, CPU)",
+        "",
+        f"`benchmarks/step_time.py --repeats {args.repeats}` ({time.strftime('%Y-%m-%d %H:%M')})."
+        f" Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
+        f"(load average {load[0][0]:.2f} / {load[0][1]:.2f} / {load[0][2]:.2f} at the start, "
+        f"{load[1][0]:.2f} / {load[1][1]:.2f} / {load[1][2]:.2f} at the end), torch "
+        f"{torch.__version__}, **{args.threads} intra-op thread(s)**, no GPU; "
+        f"{wall:.0f} s in all.",
+        "",
+        f"AST-base (12 layers, d = 768), random weights, `max_length` {MAX_LENGTH} (110 tokens), "
+        f"{CLASSES} classes, batch {BATCH}, profile `{args.kit_profile}`. One step = zero_grad, "
+        "forward, cross-entropy, backward, AdamW step (the kit's `make_optimizer`).",
+        "",
+        "**Time** is process CPU time (`time.process_time`): with one intra-op thread it is the "
+        "work of the step and grows far less than wall time when other jobs share the cores ("
+        f"its median is the `wall` column). Medians of {args.repeats} interleaved rounds after a "
+        "warm-up round (order rotated every round); `fwd`/`bwd`/`opt` are the medians of each "
+        "phase. `bwd/fwd GEMM`: matrix-multiply FLOPs in backward over those in forward "
+        "(profiler): 2 when every weight gradient is computed, ≈ 1 when only activation "
+        "gradients flow through frozen weights. **Peak** = parameters + buffers + AdamW state + "
+        "the largest rise of live tensor bytes during the step (torch profiler allocation "
+        "events, warm-up step; tensors only: no Python heap or allocator cache).",
+        "",
+        "| configuration | trainable | step CPU (s) | × full_ft | fwd (s) | bwd (s) | opt (s) | "
+        "wall (s) | bwd/fwd GEMM | peak (MiB) | step-transient (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b in benches:
+        ratio = b.median() / ref
+        flag = " ✗" if b.target and ratio > args.target else ""
+        gf = b.gemm_flops
+        gemm = f"{gf['backward'] / gf['forward']:.2f}" if gf.get("forward") else "–"
+        lines.append(
+            f"| {b.label} | {b.trainable:,} | {b.median():.2f} | {ratio:.2f}{flag} | "
+            f"{b.median('forward'):.2f} | {b.median('backward'):.2f} | "
+            f"{b.median('optimizer'):.3f} | {b.median('wall'):.2f} | {gemm} | "
+            f"{(b.static_bytes + b.transient_bytes) / mib:,.0f} | {b.transient_bytes / mib:,.0f} |"
+        )
+    bad = [f"{b.key}: {b.frozen_with_grad[:3]}" for b in benches if b.frozen_with_grad]
+    lines.append("")
+    lines.append(
+        f"Target: every LoRA, prompt, prefix and adapter configuration ≤ {args.target} × full_ft "
+        "(✗ marks a miss). Every frozen parameter had `requires_grad=False` and no `.grad` after "
+        "the step: " + ("yes." if not bad else "NO: " + "; ".join(bad) + ".")
+    )
+    lines.append("")
+    lines += [
+        "## Where the time goes",
+        "",
+        "Share of the self CPU time of the profiled warm-up step by kind of operator (profiler "
+        "timings are wall-clock per operator, so they carry the machine's load; read them as "
+        "proportions). `GEMM bwd` holds the activation gradients (and, for full_ft, the weight "
+        "gradients too).",
+        "",
+        "| configuration | " + " | ".join(CATEGORIES) + " |",
+        "|---|" + "---:|" * len(CATEGORIES),
+    ]
+    for b in benches:
+        cells = " | ".join(f"{100 * b.shares.get(c, 0):.0f} %" for c in CATEGORIES)
+        lines.append(f"| {b.label} | {cells} |")
+    lines.append("")
+    if args.top:
+        lines += [f"### Top {args.top} operators by self CPU time", ""]
+        for b in benches:
+            if b.key in args.top_keys:
+                lines += [f"**{b.label}**", "", "| operator | phase | calls | share |",
+                          "|---|---|---:|---:|"]  # fmt: skip
+                lines += [
+                    f"| `{n}` | {ph} | {c} | {100 * sh:.1f} % |" for n, ph, c, sh in b.top_ops
+                ]
+                lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, help="write the Markdown table here")
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--only", nargs="*", help="configuration keys (full_ft is always added)")
+    ap.add_argument("--top", type=int, default=12, help="rows of each top-operator table")
+    ap.add_argument("--top-keys", nargs="*", default=None,
+                    help="configurations whose top operators are reported (default: full_ft and "
+                    "the three slowest with a target)")  # fmt: skip
+    ap.add_argument("--target", type=float, default=0.53)
+    ap.add_argument("--kit-profile", default="corrected", choices=("corrected", "reference"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = set(pk.list_methods())
+    chosen = [c for c in CONFIGS if c[2] in methods]
+    if args.only:
+        unknown = set(args.only) - {c[0] for c in CONFIGS}
+        if unknown:
+            raise SystemExit(f"unknown --only keys {sorted(unknown)}; valid: "
+                             + ", ".join(c[0] for c in CONFIGS))  # fmt: skip
+        chosen = [c for c in chosen if c[0] in {*args.only, "full_ft"}]
+    start, load0 = time.perf_counter(), os.getloadavg()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, MAX_LENGTH, 128, generator=gen)
+    y = torch.randint(0, CLASSES, (BATCH,), generator=gen)
+    benches = [Bench(*c) for c in chosen]
+    for b in benches:
+        make(b, args.kit_profile)
+        print(f"built {b.key}: {b.trainable:,} trainable", flush=True)
+    for b in benches:  # round 0: warm-up, profiled
+        profiled_step(b, x, y, args.top)
+        print(f"warm-up {b.key}", flush=True)
+    for r in range(args.repeats):
+        shift = r % len(benches)
+        for b in benches[shift:] + benches[:shift]:
+            step(b, x, y, timed=True)
+        print(f"round {r + 1}/{args.repeats}: load {os.getloadavg()[0]:.2f}", flush=True)
+    if args.top_keys is None:
+        worst = sorted((b for b in benches if b.target), key=lambda b: -b.median())[:3]
+        args.top_keys = ["full_ft", *(b.key for b in worst)]
+    text = report(args, benches, (load0, os.getloadavg()), time.perf_counter() - start)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
