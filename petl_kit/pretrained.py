@@ -3,7 +3,7 @@ quickstart is real transfer learning without a download.
 
 ``builtin_checkpoint("tiny-ast")`` returns a folder written by ``ASTModel.save_pretrained`` (plus
 ``pretraining.json``). The first call pretrains it (about a minute on two CPU cores) and caches it
-in ``<cache_dir()>/tiny-ast-v1/``; later calls, and ``build_model(checkpoint="builtin:tiny-ast")``
+in ``<cache_dir()>/tiny-ast-v2/``; later calls, and ``build_model(checkpoint="builtin:tiny-ast")``
 (through ``backbones.resolve_checkpoint``), reuse it. A file lock makes parallel processes (pytest
 workers, papermill kernels) wait for one pretraining instead of each running their own, and the
 folder appears by an atomic rename, so a half-written checkpoint is never seen.
@@ -77,7 +77,8 @@ class PretrainRecipe:
 
 @dataclass(frozen=True)
 class Builtin:
-    """One built-in checkpoint: what it is and how it is made (bump ``version`` on any change)."""
+    """One built-in checkpoint: what it is and how it is made. Bump ``version`` whenever the
+    recipe, the config or the synthetic source data change: caches are keyed by it."""
 
     description: str
     family: str
@@ -94,6 +95,7 @@ BUILTINS: dict[str, Builtin] = {
         family="ast",
         backbone_config=TINY_AST,
         task="source",
+        version=2,  # v1: a 12-epoch draft recipe (source test accuracy 0.85 vs 0.89)
     ),
 }
 

@@ -51,7 +51,7 @@ class TrainConfig:
     seed: int = 10
     deterministic: bool = option(False, True)  # R33: False keeps cudnn.benchmark (reference)
     device: str = "auto"  # 'auto': cuda if available, else cpu
-    bf16: bool = True  # bf16 autocast on CUDA; no-op on CPU
+    bf16: bool = option(False, True)  # bf16 autocast on CUDA (reference: fp32); no-op on CPU
     grad_clip: float | None = None  # max global gradient norm
     wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
     progress: bool = True  # tqdm bars

@@ -29,7 +29,8 @@ def test_cache_dir_default(monkeypatch):
 
 def test_pretrained_once_then_reused(cache, monkeypatch):
     folder = pretrained.builtin_checkpoint("tiny-ast", recipe=QUICK)
-    assert folder.parent == cache and folder.name.startswith("tiny-ast-v1-")  # not canonical
+    canonical = f"tiny-ast-v{pretrained.BUILTINS['tiny-ast'].version}"
+    assert folder.parent == cache and folder.name.startswith(canonical + "-")  # own folder
     assert {"config.json", "model.safetensors", "pretraining.json"} <= {
         f.name for f in folder.iterdir()
     }
@@ -53,11 +54,12 @@ def test_builtin_through_build_model_is_reproducible(cache, monkeypatch):
     quick = dataclasses.replace(pretrained.BUILTINS["tiny-ast"],
                                 recipe=pretrained.PretrainRecipe(**QUICK))  # fmt: skip
     monkeypatch.setitem(pretrained.BUILTINS, "tiny-ast", quick)
-    assert not (cache / "tiny-ast-v1").exists()
+    canonical = cache / f"tiny-ast-v{quick.version}"
+    assert not canonical.exists()
     # the first call pretrains inside build_model; it must not shift the seeded head init
     models = [pk.build_model(checkpoint="builtin:tiny-ast", num_classes=12, method="bitfit", seed=3)
               for _ in range(2)]  # fmt: skip
-    assert resolve_checkpoint("builtin:tiny-ast") == str(cache / "tiny-ast-v1")
+    assert resolve_checkpoint("builtin:tiny-ast") == str(canonical)
     a, b = (m.state_dict() for m in models)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
