@@ -98,6 +98,7 @@ class Bench:
     frozen_with_grad: list = field(default_factory=list)
     top_ops: list = field(default_factory=list)
     shares: dict = field(default_factory=dict)
+    tokens: int = 0  # sequence length entering block 1 (prompts included)
 
     def median(self, phase: str = "step") -> float:
         return statistics.median(self.times[phase])
@@ -156,9 +157,17 @@ def _phase(event) -> str | None:
 
 def profiled_step(b: Bench, x, y, top: int) -> None:
     """The warm-up step, under the profiler: memory timeline, GEMM FLOPs per phase, top ops."""
+    first = pk.anatomy.layers(b.model.backbone)[0]
+    hook = first.register_forward_pre_hook(
+        lambda m, args, kwargs: setattr(
+            b, "tokens", (args or [kwargs["hidden_states"]])[0].shape[1]
+        ),
+        with_kwargs=True,
+    )
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                  with_flops=True) as prof:  # fmt: skip
         step(b, x, y, timed=False)
+    hook.remove()
     events = prof.profiler.kineto_results.events()
     mem = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     live = peak = 0
@@ -217,6 +226,58 @@ def time_shares(events, top: int) -> tuple[dict, list]:
     return shares, [(name, phase, calls[(name, phase)], t / total) for (name, phase), t in ops]
 
 
+def reading(args, benches: list[Bench]) -> list[str]:
+    """The paragraph that reads the table: the floor of a method inside the network."""
+    got = {b.key: b for b in benches}
+    if not {"linear", "full_ft", "bitfit"} <= set(got):
+        return []
+    lin, ft, bit = got["linear"], got["full_ft"], got["bitfit"]
+    # the plain network's forward pass, measured three times over (the same computation)
+    f = statistics.median(b.median("forward") for b in (lin, ft, bit))
+    t = ft.median()
+    floor = 2 * f / t
+    targets = [b for b in benches if b.target]
+    plain = [b for b in targets if b.tokens == lin.tokens]
+    lines = [
+        "**Reading the table.** Linear probing is a forward pass only "
+        f"({lin.median() / t:.2f} × full_ft). A method with trainable tensors in the first block "
+        "needs the activation gradients through every frozen block, so its step is at least "
+        "forward + activation backward, ≈ 2 forward passes; it skips only the weight-gradient "
+        "GEMMs of the frozen projections (`bwd/fwd GEMM` ≈ 1 for every such method, 2 for "
+        "full_ft) and the optimiser update of the frozen weights. Full fine-tuning adds both: "
+        f"its backward is {ft.median('backward') / f:.1f} forward passes and its AdamW update "
+        f"of {ft.trainable / 1e6:.0f} M parameters takes {ft.median('optimizer'):.2f} s. So on "
+        f"this machine the floor for any method inside the network is ≈ 2 × {f:.2f} s (the "
+        f"plain forward: median of the linear, full_ft and BitFit forwards) / {t:.2f} s = "
+        f"**{floor:.2f} × full_ft**; BitFit, which adds no compute at all, sits at "
+        f"{bit.median() / t:.2f}.",
+    ]
+    if plain:
+        lo, hi = min(b.median() / t for b in plain), max(b.median() / t for b in plain)
+        where = (
+            "at that floor within the run-to-run spread"
+            if hi <= 1.1 * max(floor, bit.median() / t)
+            else f"up to {100 * (hi / floor - 1):.0f} % above it"
+        )
+        lines[-1] += (
+            f" The LoRA, prefix and adapter configurations ({lo:.2f}–{hi:.2f}) are {where}; "
+            f"the {args.target} target lies below what the frozen backward alone costs here."
+        )
+    longer = [b for b in targets if b.tokens > lin.tokens]
+    if longer:
+        lines[-1] += (
+            " Prompt tuning also lengthens the sequence: "
+            + ", ".join(
+                f"{b.label} runs {b.tokens} tokens instead of {lin.tokens} "
+                f"({b.tokens / lin.tokens:.2f}×, {b.median() / t:.2f} × full_ft)"
+                for b in longer
+            )
+            + "; the cost scales with the tokens (attention quadratically), not with the "
+            "method's code."
+        )
+    return [*lines, ""]
+
+
 def report(args, benches: list[Bench], load: tuple, wall: float) -> str:
     ref = next(b for b in benches if b.key == "full_ft").median()
     mib = 2**20
@@ -235,26 +296,31 @@ def report(args, benches: list[Bench], load: tuple, wall: float) -> str:
         "forward, cross-entropy, backward, AdamW step (the kit's `make_optimizer`).",
         "",
         "**Time** is process CPU time (`time.process_time`): with one intra-op thread it is the "
-        "work of the step and grows far less than wall time when other jobs share the cores ("
-        f"its median is the `wall` column). Medians of {args.repeats} interleaved rounds after a "
-        "warm-up round (order rotated every round); `fwd`/`bwd`/`opt` are the medians of each "
-        "phase. `bwd/fwd GEMM`: matrix-multiply FLOPs in backward over those in forward "
-        "(profiler): 2 when every weight gradient is computed, ≈ 1 when only activation "
-        "gradients flow through frozen weights. **Peak** = parameters + buffers + AdamW state + "
-        "the largest rise of live tensor bytes during the step (torch profiler allocation "
-        "events, warm-up step; tensors only: no Python heap or allocator cache).",
+        "work of the step and grows far less than wall time when other jobs share the cores "
+        "(its median is the `wall` column; with 2 threads on the shared cores, OpenMP threads "
+        f"wait on each other and a step took 3–4× longer). Medians of {args.repeats} "
+        "interleaved rounds after a warm-up round (order rotated every round); `fwd`/`bwd`/`opt` "
+        "are the medians of each phase; `spread` = (max − min) / median of the step's CPU time "
+        "over the rounds; `tokens` = the sequence length entering block 1. `bwd/fwd GEMM`: "
+        "matrix-multiply FLOPs in backward over those in forward (profiler): 2 when every "
+        "weight gradient is computed, ≈ 1 when only activation gradients flow through frozen "
+        "weights. **Peak** = parameters + buffers + AdamW state + the largest rise of live "
+        "tensor bytes during the step (torch profiler allocation events, warm-up step; tensors "
+        "only: no Python heap or allocator cache).",
         "",
-        "| configuration | trainable | step CPU (s) | × full_ft | fwd (s) | bwd (s) | opt (s) | "
-        "wall (s) | bwd/fwd GEMM | peak (MiB) | step-transient (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | trainable | tokens | step CPU (s) | spread | × full_ft | fwd (s) | "
+        "bwd (s) | opt (s) | wall (s) | bwd/fwd GEMM | peak (MiB) | step-transient (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in benches:
         ratio = b.median() / ref
         flag = " ✗" if b.target and ratio > args.target else ""
         gf = b.gemm_flops
         gemm = f"{gf['backward'] / gf['forward']:.2f}" if gf.get("forward") else "–"
+        spread = (max(b.times["step"]) - min(b.times["step"])) / b.median()
         lines.append(
-            f"| {b.label} | {b.trainable:,} | {b.median():.2f} | {ratio:.2f}{flag} | "
+            f"| {b.label} | {b.trainable:,} | {b.tokens} | {b.median():.2f} | "
+            f"{100 * spread:.0f} % | {ratio:.2f}{flag} | "
             f"{b.median('forward'):.2f} | {b.median('backward'):.2f} | "
             f"{b.median('optimizer'):.3f} | {b.median('wall'):.2f} | {gemm} | "
             f"{(b.static_bytes + b.transient_bytes) / mib:,.0f} | {b.transient_bytes / mib:,.0f} |"
@@ -267,6 +333,7 @@ def report(args, benches: list[Bench], load: tuple, wall: float) -> str:
         "the step: " + ("yes." if not bad else "NO: " + "; ".join(bad) + ".")
     )
     lines.append("")
+    lines += reading(args, benches)
     lines += [
         "## Where the time goes",
         "",
@@ -324,15 +391,19 @@ def main(argv=None) -> None:
     benches = [Bench(*c) for c in chosen]
     for b in benches:
         make(b, args.kit_profile)
-        print(f"built {b.key}: {b.trainable:,} trainable", flush=True)
+        print(
+            f"{time.perf_counter() - start:5.0f} s  built {b.key}: {b.trainable:,} trainable",
+            flush=True,
+        )
     for b in benches:  # round 0: warm-up, profiled
         profiled_step(b, x, y, args.top)
-        print(f"warm-up {b.key}", flush=True)
+        print(f"{time.perf_counter() - start:5.0f} s  warm-up {b.key}", flush=True)
     for r in range(args.repeats):
         shift = r % len(benches)
         for b in benches[shift:] + benches[:shift]:
             step(b, x, y, timed=True)
-        print(f"round {r + 1}/{args.repeats}: load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"{time.perf_counter() - start:5.0f} s  round {r + 1}/{args.repeats}: load "
+              f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     if args.top_keys is None:
         worst = sorted((b for b in benches if b.target), key=lambda b: -b.median())[:3]
         args.top_keys = ["full_ft", *(b.key for b in worst)]

@@ -160,7 +160,8 @@ def effective_rank(spectra: pd.DataFrame, energy: float = 0.9) -> pd.DataFrame:
             "norm": float(np.sqrt((s**2).sum())),
         })  # fmt: skip
 
-    return spectra.groupby(["layer", "target"])[["sigma", "energy"]].apply(one).reset_index()
+    out = spectra.groupby(["layer", "target"])[["sigma", "energy"]].apply(one).reset_index()
+    return out.astype({f"rank_{energy:g}": int})
 
 
 # ---------------------------------------------------------------------------- attention
@@ -364,35 +365,72 @@ def conformer_kernels(model) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def depthwise_ablation(model, loader, *, device=None) -> pd.DataFrame:
-    """Test metrics with each conformer adapter's depthwise conv as trained, reduced to its centre
-    tap (no context: each token only scales itself), and zeroed (weights 0, bias kept).
+@torch.no_grad()
+def _recalibrate(model, blocks: list, loader, max_batches: int | None, device) -> None:
+    """Re-estimate the BatchNorm statistics of ``blocks`` on ``loader`` (cumulative average),
+    everything else in eval mode."""
+    was_training = model.training
+    model.eval()
+    norms = [b.bn for b in blocks]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+        bn.train()
+    try:
+        for batch in _batches(loader, max_batches):
+            model(batch["input_values"].to(device))
+    finally:
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+        model.train(was_training)
+        for bn in norms:
+            bn.train(was_training)
 
-    The weights are restored afterwards. Returns a DataFrame ``kernel, <metrics...>`` (one row
-    per variant; metrics of :func:`petl_kit.metrics.evaluate`).
+
+def depthwise_ablation(
+    model, loader, *, calibrate=None, max_calibration_batches: int | None = None, device=None
+) -> pd.DataFrame:
+    """Metrics on ``loader`` with each conformer adapter's depthwise kernel as trained, cut to
+    its centre tap (no context: each token only scales itself), and zeroed (weights 0, bias kept).
+
+    Cutting the kernel changes what the following BatchNorm sees, so its running statistics no
+    longer fit; with ``calibrate`` (e.g. the train loader) they are re-estimated on it for every
+    variant (the trained one too, so the rows compare alike). Weights and BatchNorm statistics
+    are restored afterwards.
+
+    Returns:
+        DataFrame ``kernel, <metrics of petl_kit.metrics.evaluate>`` (one row per variant).
     """
     from .metrics import evaluate
 
-    convs = [block.depthwise for _, _, block in _conformers(model)]
-    if not convs:
+    blocks = [block for _, _, block in _conformers(model)]
+    if not blocks:
         raise ValueError("depthwise_ablation: the model has no conformer adapter")
+    device = device or next(model.parameters()).device
+    convs = [b.depthwise for b in blocks]
     saved = [c.weight.detach().clone() for c in convs]
+    stats = [{k: v.clone() for k, v in b.bn.state_dict().items()} for b in blocks]
     rows = []
     try:
         for variant in ("trained", "centre tap only", "zeroed"):
             with torch.no_grad():
                 for conv, w in zip(convs, saved, strict=True):
-                    conv.weight.copy_(w)
+                    keep = w.clone()
                     if variant != "trained":
-                        centre = (w.shape[-1] - 1) // 2
-                        keep = torch.zeros_like(w)
+                        centre = (w.shape[-1] - 1) // 2  # 'same' padding: the current token
+                        keep.zero_()
                         if variant == "centre tap only":
                             keep[..., centre] = w[..., centre]
-                        conv.weight.copy_(keep)
+                    conv.weight.copy_(keep)
+            if calibrate is not None:
+                _recalibrate(model, blocks, calibrate, max_calibration_batches, device)
             metrics = evaluate(model, loader, model.task, device)
             rows.append({"kernel": variant, **{k: v for k, v in metrics.items() if k != "n"}})
     finally:
         with torch.no_grad():
             for conv, w in zip(convs, saved, strict=True):
                 conv.weight.copy_(w)
+        for block, state in zip(blocks, stats, strict=True):
+            block.bn.load_state_dict(state)
     return pd.DataFrame(rows)

@@ -44,7 +44,7 @@ def test_lora_spectra_are_the_singular_values_of_the_scaled_update():
     ranks = insight.effective_rank(spectra)
     assert len(ranks) == n_layers * 2
     assert ((ranks["erank"] >= 1 - 1e-6) & (ranks["erank"] <= 2 + 1e-6)).all()
-    assert ranks["rank_0.9"].between(1, 2).all()
+    assert ranks["rank_0.9"].between(1, 2).all() and ranks["rank_0.9"].dtype.kind == "i"
     assert ranks["norm"].to_numpy() == pytest.approx(
         spectra.assign(s2=spectra.sigma**2).groupby(["layer", "target"])["s2"].sum() ** 0.5
     )
@@ -153,12 +153,18 @@ def test_conformer_kernels_and_depthwise_ablation():
     assert sorted(set(kernels["tap"])) == [-1, 0, 1, 2]  # 'same' padding: (k-1)//2 before
     assert (kernels["weight_abs"] >= 0).all()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stats = {n: b.clone() for n, b in model.named_buffers()}
     table = insight.depthwise_ablation(model, _loader())
     assert list(table["kernel"]) == ["trained", "centre tap only", "zeroed"]
     assert {"accuracy", "loss"} <= set(table.columns)
     assert table["loss"].nunique() == 3  # each variant changes the output
+    calibrated = insight.depthwise_ablation(model, _loader(), calibrate=_loader(n_batches=1))
+    assert calibrated["loss"].nunique() == 3 and not calibrated["loss"].equals(table["loss"])
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), f"{n} not restored"
+    for n, b in model.named_buffers():
+        assert torch.equal(b, stats[n]), f"{n} not restored"
+    assert not model.training
     with pytest.raises(ValueError, match="no conformer"):
         insight.conformer_kernels(
             _model("adapter", {"reduction_rate": 8, "adapter_block": "bottleneck"})
