@@ -146,7 +146,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     if looks_like_path or path.exists():
         raise CheckpointError(
             f"checkpoint folder {ckpt!r} does not exist; pass a folder written by "
-            "`save_pretrained` or a Hugging Face hub id such as 'MIT/ast-finetuned-audioset-10-10-0.4593'"
+            "`save_pretrained` or a Hugging Face hub id such as "
+            "'MIT/ast-finetuned-audioset-10-10-0.4593'"
         )
     return ckpt
 
@@ -164,7 +165,7 @@ def _unreachable(ckpt: str, fam: Family, err: Exception) -> CheckpointError:
 def _from_pretrained(fam: Family, ckpt: str, **kwargs: Any) -> PreTrainedModel:
     try:
         return fam.model_cls.from_pretrained(ckpt, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise _unreachable(ckpt, fam, err) from err
     except Exception as err:  # network stacks raise their own types
         if "connect" in type(err).__name__.lower() or "http" in type(err).__name__.lower():

@@ -59,7 +59,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin is Literal:
-        if value in get_args(tp) and type(value) is type(next(a for a in get_args(tp) if a == value)):
+        if value in get_args(tp) and type(value) is type(
+            next(a for a in get_args(tp) if a == value)
+        ):
             return value
         raise ConfigError(f"{where} = {value!r} is not valid; choose one of {_type_name(tp)}")
     if origin in (Union, types.UnionType):

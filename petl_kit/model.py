@@ -38,7 +38,8 @@ TASKS = ("multiclass", "multilabel")
 class ModelOptions:
     """Backbone-level behaviour switches (spec ``methods.md`` §15; reference → corrected).
 
-    pos_embed: AST position embeddings at a new input length (R1): ``'zeros'`` → ``'crop_interpolate'``.
+    pos_embed: AST position embeddings at a new input length (R1):
+        ``'zeros'`` → ``'crop_interpolate'``.
     frozen_modules_train_mode: frozen parts stay in train mode, so dropout/LayerDrop/HF masking
         act inside them (R26/M6). Reference: None = what the published wrapper of the method does
         (linear, full FT and BitFit use a plain wrapper, everything in train mode; the PETL
@@ -225,7 +226,8 @@ def build_model(
         method: a name from :func:`list_methods` (reference spellings accepted).
         method_config: the method's keys (design §4 table); unknown keys are errors.
         task: ``'multiclass'`` | ``'multilabel'``.
-        pooling: ``'ALL'`` | ``'CLS'`` | ``'CLS_DIST'`` | ``'PROMPTS'`` | ``'SPEECH'`` | ``'PROMPTS+SPEECH'``.
+        pooling: ``'ALL'`` | ``'CLS'`` | ``'CLS_DIST'`` | ``'PROMPTS'`` | ``'SPEECH'`` |
+            ``'PROMPTS+SPEECH'``.
         profile: ``'corrected'`` or ``'reference'`` (reproduce the published code's behaviour).
         options: :class:`ModelOptions` overrides (each quirk switch on its own).
         seed: seeds torch before the head and the method's modules are initialised.
@@ -245,7 +247,9 @@ def build_model(
         raise ConfigError(f"pooling {pooling!r} needs CLS/DIST tokens; {family.name} has none")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes={num_classes!r}; expected a positive int")
-    overrides = tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
+    overrides = (
+        tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
+    )
     if seed is not None:
         torch.manual_seed(seed)
     net = load_backbone(family.name, checkpoint, overrides, pos_embed=opts.pos_embed)

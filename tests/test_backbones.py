@@ -59,9 +59,13 @@ def test_longer_input_interpolates_bilinearly():
 
 def test_reference_profile_zeroes_position_embeddings(ast_1024):
     folder, _ = ast_1024
-    ref = pk.build_model("ast", str(folder), {"max_length": 100}, num_classes=3, profile="reference")
+    ref = pk.build_model(
+        "ast", str(folder), {"max_length": 100}, num_classes=3, profile="reference"
+    )
     assert ref.backbone.embeddings.position_embeddings.abs().sum() == 0  # quirk R1
-    same = pk.build_model("ast", str(folder), {"max_length": 1024}, num_classes=3, profile="reference")
+    same = pk.build_model(
+        "ast", str(folder), {"max_length": 1024}, num_classes=3, profile="reference"
+    )
     assert same.backbone.embeddings.position_embeddings.abs().sum() > 0  # fits: loads normally
 
 

@@ -45,8 +45,13 @@ def test_wav2vec2_reference_and_corrected_full_ft():
 
 @pytest.mark.parametrize("profile,dropout_active", [("reference", True), ("corrected", False)])
 def test_frozen_parts_follow_the_profile_in_train_mode(profile, dropout_active, tiny_checkpoints):
-    model = pk.build_model("wav2vec2", str(tiny_checkpoints["wav2vec2"]), num_classes=3,
-                           method="linear", profile=profile).train()
+    model = pk.build_model(
+        "wav2vec2",
+        str(tiny_checkpoints["wav2vec2"]),
+        num_classes=3,
+        method="linear",
+        profile=profile,
+    ).train()
     dropouts = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Dropout)]
     assert all(m.training == dropout_active for m in dropouts)
     assert model.head.training
@@ -69,7 +74,12 @@ def test_poolings_pick_the_right_tokens(pooling, tiny_checkpoints):
     model = pk.build_model("ast", str(tiny_checkpoints["ast"]), num_classes=3, pooling=pooling)
     hidden = torch.arange(2 * 110 * 1, dtype=torch.float).reshape(2, 110, 1)
     pooled = model.pool(hidden)
-    rows = {"ALL": slice(0, 110), "CLS": slice(0, 1), "CLS_DIST": slice(0, 2), "SPEECH": slice(2, 110)}
+    rows = {
+        "ALL": slice(0, 110),
+        "CLS": slice(0, 1),
+        "CLS_DIST": slice(0, 2),
+        "SPEECH": slice(2, 110),
+    }
     assert torch.equal(pooled, hidden[:, rows[model.pooling]].mean(1))
 
 

@@ -130,7 +130,9 @@ def test_merge_equals_unmerged(method, family, tiny_checkpoints):
 
 
 def test_unknown_method_names_the_valid_ones():
-    with pytest.raises(pk.ConfigError, match="unknown method 'lorra'.*valid methods: linear, full_ft, bitfit"):
+    with pytest.raises(
+        pk.ConfigError, match="unknown method 'lorra'.*valid methods: linear, full_ft, bitfit"
+    ):
         pk.build_model("ast", backbone_config="tiny", method="lorra")
 
 
@@ -141,8 +143,9 @@ def test_unknown_method_key_names_the_valid_ones():
 
 def test_wrong_typed_method_value():
     with pytest.raises(pk.ConfigError, match="probe_final_ln = 'yes'.*expected bool"):
-        pk.build_model("ast", backbone_config="tiny", method="linear",
-                       method_config={"probe_final_ln": "yes"})
+        pk.build_model(
+            "ast", backbone_config="tiny", method="linear", method_config={"probe_final_ln": "yes"}
+        )
 
 
 def test_reference_spellings_are_accepted():
