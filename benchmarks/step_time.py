@@ -7,10 +7,14 @@ num_classes=35, method=..., method_config=...)`` (random weights, corrected prof
 One step = ``zero_grad`` → forward → cross-entropy → backward → ``opt.step()`` on a random batch
 ``[8, 100, 128]`` (8 clips × 100 fbank frames: 110 tokens), on the CPU.
 
-Timing: the configurations are interleaved (A B C … A B C …, the order rotated every round) so a
-change in machine load hits all of them alike; the first round is a warm-up and is not timed;
-the table gives the median of the ``--repeats`` timed rounds, split into forward, backward and
-optimiser, and the ratio to ``full_ft``'s median.
+Timing: process CPU time (``time.process_time``) with one intra-op thread (``--threads``): on
+the shared 2-core machines it is the step's own work, far less sensitive to other jobs than wall
+time (also reported); with 2 threads under load, OpenMP threads wait on each other and a step
+took 3-4x longer. The configurations are interleaved (A B C ... A B C ..., each round starting
+elsewhere in the list) so a change in machine load hits all of them alike; the first round is a
+warm-up and is not timed; the table gives the median of the ``--repeats`` timed rounds, split
+into forward, backward and optimiser, and the ratio to ``full_ft``'s median. About 5 minutes on
+an idle machine (15 builds, 4 rounds of ~70 s of CPU), more when it is shared.
 
 Memory (what "peak MiB" means): the warm-up step runs under ``torch.profiler`` with
 ``profile_memory=True``; its allocation events (every tensor the CPU allocator hands out or takes
@@ -254,14 +258,15 @@ def reading(args, benches: list[Bench]) -> list[str]:
     ]
     if plain:
         lo, hi = min(b.median() / t for b in plain), max(b.median() / t for b in plain)
-        where = (
-            "at that floor within the run-to-run spread"
-            if hi <= 1.1 * max(floor, bit.median() / t)
-            else f"up to {100 * (hi / floor - 1):.0f} % above it"
-        )
+        rel = [b.median() / bit.median() - 1 for b in plain]
+        spread = max((max(b.times["step"]) - min(b.times["step"])) / b.median() for b in plain)
         lines[-1] += (
-            f" The LoRA, prefix and adapter configurations ({lo:.2f}–{hi:.2f}) are {where}; "
-            f"the {args.target} target lies below what the frozen backward alone costs here."
+            f" The LoRA, prefix and adapter configurations take {lo:.2f}–{hi:.2f} × full_ft, "
+            f"{100 * min(rel):+.0f} % to {100 * max(rel):+.0f} % of BitFit's step, while one "
+            f"configuration's rounds differ by up to {100 * spread:.0f} %: they sit at the floor, "
+            "their own modules being a few per cent of the step. The "
+            f"{args.target} target lies below what the frozen forward and backward alone cost "
+            "here."
         )
     longer = [b for b in targets if b.tokens > lin.tokens]
     if longer:
@@ -399,11 +404,12 @@ def main(argv=None) -> None:
         profiled_step(b, x, y, args.top)
         print(f"{time.perf_counter() - start:5.0f} s  warm-up {b.key}", flush=True)
     for r in range(args.repeats):
-        shift = r % len(benches)
+        shift = r * len(benches) // args.repeats  # each round starts elsewhere in the list
         for b in benches[shift:] + benches[:shift]:
             step(b, x, y, timed=True)
+        last = " ".join(f"{b.key} {b.times['step'][-1]:.2f}" for b in benches)
         print(f"{time.perf_counter() - start:5.0f} s  round {r + 1}/{args.repeats}: load "
-              f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+              f"{os.getloadavg()[0]:.2f}; step CPU s: {last}", flush=True)  # fmt: skip
     if args.top_keys is None:
         worst = sorted((b for b in benches if b.target), key=lambda b: -b.median())[:3]
         args.top_keys = ["full_ft", *(b.key for b in worst)]
