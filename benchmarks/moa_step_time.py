@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import petl_kit as pk
-from petl_kit import routing
+from petl_kit import efficiency
 from petl_kit.backbones import patch_grid
 
 BASE = {"reduction_rate": 128}
@@ -72,12 +72,12 @@ def main(argv=None) -> str:
     for name, model in models.items():
         rows[name] = {
             "trainable": pk.count_parameters(model)["trainable"],
-            **routing.flops_per_example(model.eval(), x),
-            "train_total": routing.flops_per_example(model, x, backward=True)["total"],
+            **efficiency.flops_per_example(model.eval(), x),
+            "train_total": efficiency.flops_per_example(model, x, backward=True)["total"],
         }
         model.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
-    times = routing.step_seconds(models, x, y, repeats=args.repeats, warmup=args.warmup)
+    times = efficiency.step_seconds(models, x, y, repeats=args.repeats, warmup=args.warmup)
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
     med = {k: {c: statistics.median(v[c]) for c in ("wall", "cpu")} for k, v in times.items()}

@@ -1,5 +1,6 @@
-"""What the routers of the mixtures of adapters do: an opt-in recorder, token-grid mapping,
-diagnostics, cost measurements and figures (spec ``methods.md`` §8, §9 "introspection").
+"""What the routers of the mixtures of adapters do: an opt-in recorder, token-grid mapping and
+diagnostics (spec ``methods.md`` §8, §9 "introspection"). Figures live in
+:mod:`petl_kit.routing_plots`; FLOPs and step times in :mod:`petl_kit.efficiency`.
 
 Recording is opt-in and free when off: a mixture module (:class:`~.methods.dense_moa.DenseMoA`,
 :class:`~.methods.soft_moa.SoftMoA`) only checks ``self.recorder is None``. Inside the context
@@ -21,7 +22,6 @@ column t); wav2vec2/HuBERT tokens are frames, one per ``prod(conv_stride)`` samp
 from __future__ import annotations
 
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -291,262 +291,15 @@ def effective_tokens_per_slot(dispatch: torch.Tensor) -> torch.Tensor:
     return routing_entropy(dispatch, dim=1).exp()
 
 
-# ---------------------------------------------------------------------------- cost
-def flops_per_example(model: nn.Module, inputs: torch.Tensor, *, backward: bool = False) -> dict:
-    """FLOPs per example of one forward (and backward) pass, by torch's ``FlopCounterMode``.
-
-    Counts the matmuls and convolutions torch has formulas for (elementwise ops, softmax and
-    norms are not counted). Returns ``{'total': ..., 'method': ...}``; ``method`` is the forward
-    FLOPs inside injected ``petl_`` modules (the module attribution of backward ops is not kept).
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    batch = inputs.shape[0]
-    with FlopCounterMode(display=False) as counter:
-        out = model(inputs)
-        if backward:
-            out.float().sum().backward()
-    counts = counter.get_flop_counts()
-    with FlopCounterMode(display=False) as fwd:
-        with torch.no_grad():
-            model(inputs)
-    method = sum(
-        sum(ops.values())
-        for name, ops in fwd.get_flop_counts().items()
-        if name.rsplit(".", 1)[-1].startswith("petl_")
-    )
-    return {"total": sum(counts["Global"].values()) / batch, "method": method / batch}
+# Notebooks 17_dense_moa and 18_soft_moa draw through ``routing.plot_clip`` and
+# ``routing.plot_load_by_class``; those two names resolve to the figures' module lazily (an eager
+# import would be circular: routing_plots imports this module).
+_FIGURES = ("plot_clip", "plot_load_by_class")
 
 
-def step_seconds(
-    models: dict[str, nn.Module],
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    repeats: int = 10,
-    warmup: int = 2,
-    lr: float = 5e-3,
-) -> dict[str, dict[str, list[float]]]:
-    """Seconds of one training step (forward, cross-entropy, backward, AdamW) of each model.
+def __getattr__(name: str):
+    if name in _FIGURES:
+        from . import routing_plots
 
-    Returns ``{name: {'wall': [...], 'cpu': [...]}}``: wall-clock time and this process's CPU
-    time per step (on a shared, loaded machine the CPU time is the steadier measure of the work
-    done). Measurements are interleaved (A B C A B C ...) so load changes hit every model alike;
-    take the median of each list. The models are trained in place.
-    """
-    opts = {
-        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
-        for k, m in models.items()
-    }
-    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in models}
-    for i in range(warmup + repeats):
-        for k, m in models.items():
-            m.train()
-            t0, c0 = time.perf_counter(), time.process_time()
-            opts[k].zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(m(inputs), labels)
-            loss.backward()
-            opts[k].step()
-            if i >= warmup:
-                times[k]["wall"].append(time.perf_counter() - t0)
-                times[k]["cpu"].append(time.process_time() - c0)
-    return times
-
-
-def mixture_costs(
-    models: dict[str, nn.Module],
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    repeats: int = 3,
-    warmup: int = 1,
-):
-    """Trainable parameters, FLOPs per example and median training-step time of each model.
-
-    Returns a DataFrame indexed by the keys of ``models``: ``trainable``, ``gflops`` (forward),
-    ``method_mflops`` (forward, inside the injected modules), ``step_ms`` and ``step_cpu_ms``
-    (medians of interleaved steps, :func:`step_seconds`). The models are trained in place.
-    """
-    import statistics
-
-    import pandas as pd
-
-    from .efficiency import count_parameters
-
-    rows = {}
-    for name, model in models.items():
-        flops = flops_per_example(model.eval(), inputs)
-        rows[name] = {
-            "trainable": count_parameters(model)["trainable"],
-            "gflops": flops["total"] / 1e9,
-            "method_mflops": flops["method"] / 1e6,
-        }
-    times = step_seconds(models, inputs, labels, repeats=repeats, warmup=warmup)
-    for name, t in times.items():
-        rows[name]["step_ms"] = 1e3 * statistics.median(t["wall"])
-        rows[name]["step_cpu_ms"] = 1e3 * statistics.median(t["cpu"])
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-# ---------------------------------------------------------------------------- figures
-def _np(t):
-    return torch.as_tensor(t).detach().float().cpu().numpy()
-
-
-def plot_slot_dispatch(
-    spectrogram,
-    dispatch_grid,
-    *,
-    layout: TokenLayout | None = None,
-    slots=None,
-    title: str = "",
-    max_panels: int = 16,
-):
-    """A clip's spectrogram above each slot's dispatch weights on the frequency × time grid.
-
-    Args:
-        spectrogram: ``[L, mel]`` fbank of the clip (time × mel bins).
-        dispatch_grid: ``[F, T, e, s]`` one clip's dispatch weights on the patch grid
-            (:meth:`RoutingRecorder.on_grid`).
-        layout: the AST :class:`TokenLayout`; given, each patch is drawn at its centre in frames
-            and mel bins, so the panels line up with the spectrogram.
-        slots: ``[(expert, slot), ...]`` to draw (default: all, up to ``max_panels``).
-    """
-    import matplotlib.pyplot as plt
-
-    f, t, e, s = dispatch_grid.shape
-    panels = list(slots) if slots is not None else [(i, j) for i in range(e) for j in range(s)]
-    panels = panels[:max_panels]
-    cols = max(min(4, len(panels)), 1)
-    rows = 1 + math.ceil(len(panels) / cols)
-    fig = plt.figure(figsize=(3.4 * max(cols, 2), 2.5 * rows), layout="constrained")
-    grid_spec = fig.add_gridspec(rows, cols)
-    spec = _np(spectrogram).T  # [mel, frames]
-    ax = fig.add_subplot(grid_spec[0, :])
-    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma")
-    ax.set(xlabel="frame (10 ms)", ylabel="mel bin", title=title or "input spectrogram")
-    extent, labels = None, ("time patch", "freq. patch")
-    if layout is not None and layout.stride is not None:
-        (fs, ts), half = layout.stride, layout.patch / 2  # patch centres: t·ts + p/2, f·fs + p/2
-        extent = (half - ts / 2, half + (t - 0.5) * ts, half - fs / 2, half + (f - 0.5) * fs)
-        labels = ("frame", "mel bin")
-    for k, (i, j) in enumerate(panels):
-        ax = fig.add_subplot(grid_spec[1 + k // cols, k % cols])
-        im = ax.imshow(
-            _np(dispatch_grid[:, :, i, j]),
-            origin="lower",
-            aspect="auto",
-            cmap="viridis",
-            extent=extent,
-        )
-        if extent is not None:
-            ax.set(xlim=(0, spec.shape[1]), ylim=(0, spec.shape[0]))
-        ax.set(title=f"expert {i} slot {j}", xlabel=labels[0], ylabel=labels[1])
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    return fig
-
-
-def plot_combine(combine, *, title: str = "combine weights per token"):
-    """Heatmap of one clip's combine weights: tokens × slots (``[n, e, s]``)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    c = torch.as_tensor(combine)
-    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
-    sns.heatmap(_np(c.flatten(1).T), ax=ax, cmap="viridis", cbar_kws={"label": "weight"})
-    ax.set(xlabel="token", ylabel="slot (expert·slots + slot)", title=title)
-    ax.set_xticks([])
-    return fig
-
-
-def plot_load_by_class(load, classes, *, title: str = "expert usage per class"):
-    """Heatmap of :func:`load_by_class` (``[C, e]``) with class names."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    load = _np(load)
-    fig, ax = plt.subplots(
-        figsize=(3.0 + 0.6 * load.shape[1], 1.0 + 0.32 * len(classes)), layout="constrained"
-    )
-    sns.heatmap(
-        load,
-        ax=ax,
-        annot=load.shape[1] <= 8,
-        annot_kws={"fontsize": 7},
-        fmt=".2f",
-        cmap="rocket_r",
-        yticklabels=list(classes),
-        cbar_kws={"label": "mean share"},
-    )
-    ax.set(xlabel="expert", ylabel="class", title=title)
-    return fig
-
-
-def plot_probs_over_time(probs, layout: TokenLayout, *, title: str = "router probabilities"):
-    """Dense router probabilities of one clip over time: ``probs [n, e]``; AST tokens are
-    averaged over the frequency rows of each time column (CLS/DIST left out)."""
-    import matplotlib.pyplot as plt
-
-    p = torch.as_tensor(probs)
-    if layout.kind == "patches":
-        _, grid = to_grid(p[None], layout)
-        p, x, xlabel = grid[0].mean(0), torch.arange(layout.grid[1]), "time patch"
-    else:
-        x, xlabel = frame_times(layout, p.shape[0]), "time (s)"
-    fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
-    ax.stackplot(x.numpy(), p.T.numpy(), labels=[f"expert {i}" for i in range(p.shape[1])])
-    ax.set(xlabel=xlabel, ylabel="probability", ylim=(0, 1), title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small")
-    return fig
-
-
-def plot_mixture_comparison(table, *, x: str = "experts", hue: str = "model"):
-    """Accuracy, trainable parameters, FLOPs and step time against the number of experts.
-
-    ``table``: one row per run with columns ``x``, ``hue`` and any of ``accuracy``,
-    ``trainable``, ``method_mflops``, ``step_ms`` (notebook ``20_moa_analysis``).
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    panels = [
-        (c, label)
-        for c, label in (
-            ("accuracy", "test accuracy"),
-            ("trainable", "trainable parameters"),
-            ("method_mflops", "mixture MFLOPs / example (fwd)"),
-            ("step_ms", "training step (ms)"),
-        )
-        if c in table
-    ]
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.6 * len(panels), 3.2), layout="constrained", squeeze=False
-    )
-    for i, (ax, (col, label)) in enumerate(zip(axes[0], panels, strict=True)):
-        sns.lineplot(data=table, x=x, y=col, hue=hue, marker="o", ax=ax, legend=i == 0)
-        ax.set(ylabel=label, xlabel=f"number of {x}")
-    return fig
-
-
-def plot_clip(rec: RoutingRecorder, clips, *, clip: int = 0, layer: int = -1, site=None):
-    """The routing figure for one recorded clip at one layer (``-1``: the last).
-
-    Soft-MoA on AST: :func:`plot_slot_dispatch` (spectrogram + each slot on the patch grid);
-    Soft-MoA on frame models: :func:`plot_combine`; Dense-MoA: :func:`plot_probs_over_time`.
-    """
-    layers = sorted({s[0] for s in rec.sites})
-    layer, site = rec._site(layers[layer], site)
-    where = f"clip {clip}, layer {layer} {site}"
-    if rec.kinds[(layer, site)] == "DenseMoA":
-        probs = rec.get("probs", layer, site)
-        return plot_probs_over_time(
-            probs[clip], rec.layout(probs.shape[1]), title=f"router probabilities, {where}"
-        )
-    dispatch = rec.get("dispatch", layer, site)
-    layout = rec.layout(dispatch.shape[1])
-    if layout.kind == "patches":
-        _, grid = to_grid(dispatch, layout)
-        return plot_slot_dispatch(
-            clips[clip], grid[clip], layout=layout, title=f"input and dispatch, {where}"
-        )
-    return plot_combine(rec.get("combine", layer, site)[clip], title=f"combine weights, {where}")
+        return getattr(routing_plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The routing recorder, token-grid mapping, diagnostics and cost helpers (``petl_kit.routing``)."""
+"""The routing recorder, token-grid mapping and diagnostics (``petl_kit.routing``), its figures
+(``petl_kit.routing_plots``) and the mixture cost helpers (``petl_kit.efficiency``)."""
 
 import math
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import routing
+from petl_kit import efficiency, routing, routing_plots
 from petl_kit.routing import RoutingRecorder
 from tests.conftest import example_input
 
@@ -136,19 +137,19 @@ def test_summary_table():
 def test_flops_soft_cheaper_than_dense():
     x, _ = example_input("ast")
     flops = {
-        m: routing.flops_per_example(_model(m, num_adapters=7, reduction_rate=4), x)
+        m: efficiency.flops_per_example(_model(m, num_adapters=7, reduction_rate=4), x)
         for m in ("dense_moa", "soft_moa")
     }
     assert 0 < flops["soft_moa"]["method"] < flops["dense_moa"]["method"]
     assert flops["dense_moa"]["total"] > flops["dense_moa"]["method"]
-    fwd_bwd = routing.flops_per_example(_model("soft_moa"), x, backward=True)["total"]
+    fwd_bwd = efficiency.flops_per_example(_model("soft_moa"), x, backward=True)["total"]
     assert fwd_bwd > flops["soft_moa"]["total"]
 
 
 def test_step_seconds_interleaves():
     x, _ = example_input("ast")
     models = {m: _model(m) for m in ("dense_moa", "soft_moa")}
-    times = routing.step_seconds(models, x, torch.tensor([0, 1]), repeats=2, warmup=1)
+    times = efficiency.step_seconds(models, x, torch.tensor([0, 1]), repeats=2, warmup=1)
     assert {k: len(v["wall"]) for k, v in times.items()} == {"dense_moa": 2, "soft_moa": 2}
     assert all(t > 0 for v in times.values() for clock in ("wall", "cpu") for t in v[clock])
 
@@ -165,12 +166,12 @@ def test_figures():
         dense(x)
     _, grid = rec.on_grid("dispatch", 1)
     figs = [
-        routing.plot_slot_dispatch(x[0], grid[0]),
-        routing.plot_combine(rec.get("combine", 1)[0]),
-        routing.plot_load_by_class(
+        routing_plots.plot_slot_dispatch(x[0], grid[0]),
+        routing_plots.plot_combine(rec.get("combine", 1)[0]),
+        routing_plots.plot_load_by_class(
             routing.load_by_class(rec.get("combine", 1), [0, 1]), ["a", "b"]
         ),
-        routing.plot_probs_over_time(rd.get("probs", 0)[0], rd.layout(110)),
+        routing_plots.plot_probs_over_time(rd.get("probs", 0)[0], rd.layout(110)),
     ]
     assert all(len(f.axes) >= 1 for f in figs)
 
@@ -199,11 +200,11 @@ def test_mixture_costs_table_and_figure():
     matplotlib.use("Agg")
     x, _ = example_input("ast")
     models = {m: _model(m) for m in ("dense_moa", "soft_moa")}
-    table = routing.mixture_costs(models, x, torch.tensor([0, 1]), repeats=1, warmup=0)
+    table = efficiency.mixture_costs(models, x, torch.tensor([0, 1]), repeats=1, warmup=0)
     assert list(table.index) == ["dense_moa", "soft_moa"]
     assert {"trainable", "gflops", "method_mflops", "step_ms", "step_cpu_ms"} <= set(table.columns)
     table = table.reset_index(names="model").assign(experts=3, accuracy=0.5)
-    assert len(routing.plot_mixture_comparison(table).axes) >= 4
+    assert len(routing_plots.plot_mixture_comparison(table).axes) >= 4
 
 
 @pytest.mark.parametrize(
@@ -217,5 +218,12 @@ def test_plot_clip_picks_the_figure(method, family):
     x, mask = example_input(family)
     with RoutingRecorder(model) as rec:
         model(x, mask)
-    fig = routing.plot_clip(rec, x, clip=1, layer=-1, site="FFN")
+    fig = routing_plots.plot_clip(rec, x, clip=1, layer=-1, site="FFN")
     assert "layer 1 FFN" in " ".join(a.get_title() for a in fig.axes)
+
+
+def test_notebook_figure_names_resolve_to_the_figures_module():
+    assert routing.plot_clip is routing_plots.plot_clip
+    assert routing.plot_load_by_class is routing_plots.plot_load_by_class
+    with pytest.raises(AttributeError, match="plot_combine"):
+        routing.plot_combine  # noqa: B018
