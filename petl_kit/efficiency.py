@@ -302,11 +302,12 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
     was_training = model.training
     model.eval()
     try:
+        # the FLOP-counting pass (and merged_latency's output check) warm up: no extra passes
         flops = flops_per_example(model, inputs, mask)
-        latency = inference_latency(model, inputs, mask, repeats=repeats)
+        latency = inference_latency(model, inputs, mask, repeats=repeats, warmup=0)
         merged = None
         if getattr(model, "method", None) and get_method(model.method).merges:
-            merged = merged_latency(model, inputs, mask, repeats=repeats)
+            merged = merged_latency(model, inputs, mask, repeats=repeats, warmup=0)
     finally:
         model.train(was_training)
     return {

@@ -177,7 +177,7 @@ def _train(result: RunResult, method: str) -> None:
     from .backbones import get_family
     from .config import build
     from .data import SpecAugment, load_dataset
-    from .efficiency import count_parameters, stored_bytes
+    from .efficiency import count_parameters, run_ledger
     from .methods import config_keys
     from .model import build_model, save_trained
     from .train import TrainConfig, fit
@@ -233,12 +233,8 @@ def _train(result: RunResult, method: str) -> None:
         "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
     }  # fmt: skip
     pd.DataFrame(fr.history).to_csv(run_dir / "history.csv", index=False)
-    write_json(run_dir / "ledger.json", {
-        "parameters": counts, "stored_bytes": stored_bytes(model),
-        "train_seconds": fr.train_seconds, "wall_seconds": fr.wall_seconds,
-        "peak_memory_mb": fr.peak_memory_mb, "peak_memory_kind": fr.peak_memory_kind,
-        "examples_per_second": fr.examples_per_second, "steps": fr.steps, "device": fr.device,
-    })  # fmt: skip
+    # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger
+    write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
     save_trained(model, run_dir / "weights")
     fig = plots.learning_curves(fr.history)
     fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
