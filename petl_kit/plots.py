@@ -137,3 +137,127 @@ def layer_heatmap(
     ax.set(title=title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     return fig
+
+
+# ---------------------------------------------------------------------------- comparing runs
+def _score_column(df: pd.DataFrame, score: str | None, where: str) -> str:
+    if score is None:
+        score = next((c for c in df.columns if c.startswith("test_") and not c.endswith("_std")),
+                     None)  # fmt: skip
+        if score is None:
+            raise ValueError(f"{where}: no test_* column in {list(df.columns)}; pass score=")
+    elif score not in df:
+        raise ValueError(f"{where}: no column {score!r}; columns: {list(df.columns)}")
+    return score
+
+
+def pareto_plot(
+    df: pd.DataFrame,
+    *,
+    cost: str = "trainable_params",
+    score: str | None = None,
+    label: str | None = "method",
+    log: bool = True,
+    xlabel: str | None = None,
+    title: str = "",
+) -> Figure:
+    """Cost (x, log scale) against score (y) with the Pareto front highlighted.
+
+    ``df``: one row per run or per method (e.g. :func:`petl_kit.report.summary_table`); the front
+    (:func:`petl_kit.efficiency.pareto_front`: lower cost, higher score) is drawn as coloured
+    points joined by a step line, every other row in grey. ``score`` defaults to the first
+    ``test_*`` column; rows missing cost or score are left out. Each point is annotated with its
+    ``label`` column when there is one.
+    """
+    from .efficiency import pareto_front
+
+    score = _score_column(df, score, "pareto_plot")
+    if cost not in df:
+        raise ValueError(f"pareto_plot: no column {cost!r}; columns: {list(df.columns)}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    data = df[pd.to_numeric(df[cost], errors="coerce").notna() & df[score].notna()]
+    if data.empty:
+        ax.text(0.5, 0.5, "no runs with these values", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+        return fig
+    front = pareto_front(data, cost=cost, score=score)
+    rest, best = data[~front], data[front].sort_values(cost)
+    blue = sns.color_palette()[0]
+    ax.scatter(rest[cost], rest[score], s=40, color="0.65", label="dominated", zorder=2)
+    ax.step(best[cost], best[score], where="post", color=blue, alpha=0.6, zorder=2)
+    ax.scatter(best[cost], best[score], s=70, color=blue, edgecolor="k", label="Pareto front",
+               zorder=3)  # fmt: skip
+    if label is not None and label in data:
+        for _, row in data.iterrows():
+            ax.annotate(str(row[label]), (row[cost], row[score]), xytext=(5, 4),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
+    if log and (data[cost] > 0).all():
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel or cost.replace("_", " "), ylabel=score.replace("_", " "), title=title)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(True, which="major", alpha=0.3)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_flops(
+    df: pd.DataFrame, *, flops: str = "gflops", score: str | None = None, **kwargs
+) -> Figure:
+    """:func:`pareto_plot` against forward GFLOPs per example (the run ledger's ``gflops``)."""
+    kwargs.setdefault("xlabel", "forward GFLOPs per example")
+    return pareto_plot(df, cost=flops, score=score, **kwargs)
+
+
+def overlaid_curves(
+    histories: dict[str, pd.DataFrame | Sequence[dict]],
+    *,
+    metric: str = "val_accuracy",
+    title: str = "",
+) -> Figure:
+    """One line per run of ``metric`` (a ``history.csv`` column) against the epoch.
+
+    ``histories``: ``{run label: history}``; runs without the column are skipped (named in the
+    legend title), so a mixed selection still draws.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    missing = []
+    colors = sns.color_palette("tab10", n_colors=max(len(histories), 1))
+    for color, (name, history) in zip(colors, histories.items(), strict=False):
+        df = pd.DataFrame(history)
+        if metric not in df or df.empty:
+            missing.append(name)
+            continue
+        x = df["epoch"] if "epoch" in df else range(1, len(df) + 1)
+        ax.plot(x, df[metric], marker="o", ms=3, color=color, label=str(name))
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title)
+    if ax.lines:
+        note = f"no {metric}: {', '.join(map(str, missing))}" if missing else None
+        ax.legend(fontsize=8, frameon=False, title=note, title_fontsize=7,
+                  bbox_to_anchor=(1.0, 1.0), loc="upper left")  # fmt: skip
+    else:
+        ax.text(0.5, 0.5, f"no run has {metric}", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def spread(
+    df: pd.DataFrame, *, x: str = "method", score: str | None = None, title: str = ""
+) -> Figure:
+    """Per-run scores (one dot per fold / seed) over a box per ``x`` group (e.g. method)."""
+    score = _score_column(df, score, "spread")
+    data = df[df[score].notna()]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * data[x].nunique() + 2), 3.8))
+    if data.empty:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    order = list(dict.fromkeys(data[x]))
+    sns.boxplot(data=data, x=x, y=score, order=order, ax=ax, color="0.9", showfliers=False)
+    sns.stripplot(data=data, x=x, y=score, order=order, ax=ax, size=6, jitter=0.15)
+    ax.set(xlabel=x, ylabel=score.replace("_", " "), title=title)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
