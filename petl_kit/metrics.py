@@ -1,10 +1,13 @@
-"""Task metrics and losses (computed with scikit-learn), and ``evaluate``: a model's metrics on a
-data loader.
+"""Task metrics and losses (scikit-learn, mir_eval), and ``evaluate``: a model's metrics on a
+data loader, with clip-level aggregation of segment outputs.
 
 Multiclass (ESC-50, US8K, GSC, FSC, IEMOCAP, synthetic): ``accuracy`` (fraction correct, also
 IEMOCAP's WA) and ``balanced_accuracy`` (mean per-class recall = IEMOCAP's UA).
 Multilabel (music tagging): ``mAP`` (macro average precision) and ``roc_auc`` (macro ROC-AUC),
 as the music PETL paper logs ``{split}/mAP`` and ``{split}/ROC-AUC``.
+Key (24 classes, ``music_tasks``): ``accuracy``, ``balanced_accuracy`` (the music reference's
+"acc", M14), ``key_weighted_ascending`` (MIREX / mir_eval) and ``key_weighted_symmetric`` (M15).
+Tempo (300 BPM bins, label = integer BPM): ``acc1`` (±4 %) and ``acc2`` (octave errors allowed).
 
 All values are plain floats; accuracies are fractions in [0, 1], not percentages.
 """
@@ -25,8 +28,21 @@ from sklearn.metrics import (
 )
 from torch import nn
 
-TASKS = ("multiclass", "multilabel")
-_PRIMARY = {"multiclass": "accuracy", "multilabel": "mAP"}
+from .music_tasks import TEMPO_LOSSES, TempoLoss, key_scores, tempo_accuracy, tempo_readout
+
+TASKS = ("multiclass", "multilabel", "key", "tempo")
+# Every metric compute_metrics returns per task; the first is what model selection maximises
+# (key: the MIREX score, tempo: Acc1, as the music recipe of training.md §2.7).
+METRICS = {
+    "multiclass": ("accuracy", "balanced_accuracy"),
+    "multilabel": ("mAP", "roc_auc"),
+    "key": ("key_weighted_ascending", "key_weighted_symmetric", "accuracy", "balanced_accuracy"),
+    "tempo": ("acc1", "acc2"),
+}
+# Clip-level aggregation of segment outputs: 'mean_prob' = mean of the task's probabilities
+# (softmax; sigmoid for multilabel); 'mean_sigmoid' = the music reference's sigmoid for every
+# task (M13)
+AGGREGATES = ("mean_prob", "mean_sigmoid")
 
 
 def _check_task(task: str) -> str:
@@ -36,15 +52,24 @@ def _check_task(task: str) -> str:
 
 
 def primary_metric(task: str) -> str:
-    """The metric that model selection maximises: ``'accuracy'`` (multiclass) | ``'mAP'``."""
-    return _PRIMARY[_check_task(task)]
+    """The metric that model selection maximises: ``'accuracy'`` (multiclass), ``'mAP'``
+    (multilabel), ``'key_weighted_ascending'`` (key), ``'acc1'`` (tempo)."""
+    return METRICS[_check_task(task)][0]
 
 
-def loss_fn(task: str) -> nn.Module:
-    """``CrossEntropyLoss`` (multiclass, long targets ``[N]``) or ``BCEWithLogitsLoss``
-    (multilabel, float multi-hot targets ``[N, C]``); mean over the batch, no label smoothing or
-    class weights (as both references)."""
-    return nn.CrossEntropyLoss() if _check_task(task) == "multiclass" else nn.BCEWithLogitsLoss()
+def loss_fn(task: str, *, tempo_loss: str = "softmax_ce") -> nn.Module:
+    """The task's training loss, mean over the batch, no label smoothing or class weights.
+
+    multiclass, key: ``CrossEntropyLoss`` (long targets ``[N]``); multilabel:
+    ``BCEWithLogitsLoss`` (float multi-hot ``[N, C]``); tempo: :class:`TempoLoss` (integer BPM
+    ``[N]``) of kind ``tempo_loss`` (``'softmax_ce'`` | ``'bce'``).
+    """
+    task = _check_task(task)
+    if tempo_loss not in TEMPO_LOSSES:
+        raise ValueError(f"tempo_loss={tempo_loss!r} is not valid; valid: {list(TEMPO_LOSSES)}")
+    if task == "multilabel":
+        return nn.BCEWithLogitsLoss()
+    return TempoLoss(tempo_loss) if task == "tempo" else nn.CrossEntropyLoss()
 
 
 def _numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -71,19 +96,27 @@ def _macro_over_defined(score, y_true: np.ndarray, y_score: np.ndarray, need_neg
 
 
 def compute_metrics(
-    task: str, logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | Sequence
+    task: str,
+    logits: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | Sequence,
+    *,
+    probabilities: bool = False,
 ) -> dict[str, float]:
     """Metrics of one split.
 
     Args:
-        task: ``'multiclass'`` | ``'multilabel'``.
-        logits: ``[N, C]`` raw model outputs (before softmax / sigmoid).
-        labels: ``[N]`` class indices (multiclass) or ``[N, C]`` multi-hot 0/1 (multilabel).
+        task: one of :data:`TASKS`.
+        logits: ``[N, C]`` raw model outputs (before softmax / sigmoid), or probabilities (e.g.
+            segment means) with ``probabilities=True``. Only tempo's read-out reads the values
+            themselves (a softmax turns logits into probabilities); the other metrics use the
+            argmax or the ranking.
+        labels: ``[N]`` class indices (multiclass, key), integer BPM (tempo) or ``[N, C]``
+            multi-hot 0/1 (multilabel).
 
     Returns:
-        multiclass: ``{'accuracy', 'balanced_accuracy'}``;
-        multilabel: ``{'mAP', 'roc_auc'}`` (macro over the classes where each is defined, see
-        :func:`_macro_over_defined`). Empty inputs give NaN for every metric.
+        ``{name: value}`` for the names of ``METRICS[task]``. Multilabel values are the macro mean
+        over the classes where each is defined (see :func:`_macro_over_defined`). Empty inputs
+        give NaN for every metric.
     """
     _check_task(task)
     scores, y = _numpy(logits), _numpy(labels)
@@ -93,18 +126,24 @@ def compute_metrics(
         raise ValueError(
             f"compute_metrics: {len(scores)} rows of logits but {len(y)} labels; they must match"
         )
-    names = ("accuracy", "balanced_accuracy") if task == "multiclass" else ("mAP", "roc_auc")
     if len(y) == 0:
-        return dict.fromkeys(names, float("nan"))
-    if task == "multiclass":
-        if y.ndim != 1:
-            raise ValueError(f"compute_metrics: multiclass labels must be [N], got shape {y.shape}")
+        return dict.fromkeys(METRICS[task], float("nan"))
+    if task != "multilabel" and y.ndim != 1:
+        raise ValueError(f"compute_metrics: {task} labels must be [N], got shape {y.shape}")
+    if task == "tempo":
+        probs = scores if probabilities else torch.softmax(torch.from_numpy(scores), -1).numpy()
+        return tempo_accuracy(tempo_readout(probs), y)
+    if task in ("multiclass", "key"):
         pred = scores.argmax(1)
         with warnings.catch_warnings():
             # "y_pred contains classes not in y_true" is expected on small splits
             warnings.simplefilter("ignore", UserWarning)
             balanced = balanced_accuracy_score(y, pred)
-        return {"accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(balanced)}
+        out = {"accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(balanced)}
+        if task == "key":
+            for fifths in ("ascending", "symmetric"):
+                out[f"key_weighted_{fifths}"] = float(key_scores(y, pred, fifths).mean())
+        return {name: out[name] for name in METRICS[task]}
     if y.shape != scores.shape:
         raise ValueError(
             f"compute_metrics: multilabel labels must be multi-hot [N, C] = {scores.shape}, "
@@ -116,6 +155,40 @@ def compute_metrics(
         "mAP": _macro_over_defined(average_precision_score, y, scores, need_negatives=False),
         "roc_auc": _macro_over_defined(roc_auc_score, y, scores, need_negatives=True),
     }
+
+
+def clip_probabilities(task: str, logits: torch.Tensor, aggregate: str = "mean_prob"):
+    """Per-segment probabilities ``[N, C]`` that clip-level aggregation averages.
+
+    ``'mean_prob'``: softmax (multiclass, key, tempo) or sigmoid (multilabel); ``'mean_sigmoid'``:
+    sigmoid for every task, as the music reference's test step (M13).
+    """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r} is not valid; valid: {list(AGGREGATES)}")
+    if aggregate == "mean_sigmoid" or _check_task(task) == "multilabel":
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, -1)
+
+
+def aggregate_segments(task: str, logits: torch.Tensor, labels: torch.Tensor,
+                       clip_index: torch.Tensor, aggregate: str = "mean_prob"):  # fmt: skip
+    """Clip-level outputs from segment outputs.
+
+    Args:
+        logits: ``[N_seg, C]``; labels: ``[N_seg]`` or ``[N_seg, C]`` (the clip's, repeated);
+        clip_index: ``[N_seg]`` long, which clip each segment comes from.
+
+    Returns:
+        ``(probs [N_clip, C], labels [N_clip(, C)], clips [N_clip])``: the mean of
+        :func:`clip_probabilities` over each clip's segments, clips in ascending index order.
+    """
+    clips, inverse = torch.unique(clip_index, sorted=True, return_inverse=True)
+    probs = clip_probabilities(task, logits.float(), aggregate)
+    sums = torch.zeros(len(clips), probs.shape[1]).index_add_(0, inverse, probs)
+    counts = torch.bincount(inverse, minlength=len(clips)).clamp_min(1)
+    first = torch.full((len(clips),), len(inverse), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(inverse)), reduce="amin")
+    return sums / counts[:, None], labels[first], clips
 
 
 def forward_batch(model: nn.Module, batch: dict, device: torch.device, bf16: bool = False):
@@ -144,18 +217,33 @@ def evaluate(
     *,
     bf16: bool = False,
     return_outputs: bool = False,
+    aggregate: str = "mean_prob",
+    criterion: nn.Module | None = None,
 ):
     """Metrics of ``model`` on ``loader`` in eval mode, without gradients (the model's previous
     train/eval mode is restored). ``device`` defaults to where the model's parameters are.
 
-    Returns ``{**compute_metrics(task, ...), 'loss': mean per-example loss, 'n': examples}``;
-    with ``return_outputs=True`` also ``{'logits' [N, C], 'labels', 'index' [N]}`` (CPU; index
-    is -1 where batches carry none).
+    Segments: when batches carry ``clip_index`` (``[B]`` long, from a loader built with
+    ``eval_segment``), the metrics are clip-level: each clip's segment probabilities are averaged
+    (:func:`aggregate_segments`, ``aggregate`` 'mean_prob' | 'mean_sigmoid') and
+    :func:`compute_metrics` scores those means. ``loss`` stays the mean per-segment loss.
+
+    Args:
+        criterion: the loss to report (None: ``loss_fn(task)``), e.g. fit's tempo loss.
+
+    Returns ``{**compute_metrics(task, ...), 'loss': mean per-example loss, 'n': examples}`` (n
+    counts clips; with segments also ``'segments'``). With ``return_outputs=True`` also
+    ``{'logits' [N, C], 'labels', 'index' [N]}`` (CPU; index is -1 where batches carry none),
+    per segment when segmented, plus ``'clip_probs' [N_clip, C]``, ``'clip_labels'`` and
+    ``'clip_index'``.
     """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r} is not valid; valid: {list(AGGREGATES)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    criterion, was_training = loss_fn(task), model.training
+    criterion = criterion if criterion is not None else loss_fn(task)
+    was_training = model.training
     model.eval()
-    out: dict[str, list] = {"logits": [], "labels": [], "index": []}
+    out: dict[str, list] = {"logits": [], "labels": [], "index": [], "clip_index": []}
     total = 0.0
     try:
         for batch in loader:
@@ -164,12 +252,24 @@ def evaluate(
             out["logits"].append(logits.cpu())
             out["labels"].append(batch["labels"].cpu())
             out["index"].append(batch.get("index", torch.full((len(logits),), -1)).cpu())
+            if "clip_index" in batch:
+                out["clip_index"].append(batch["clip_index"].cpu())
     finally:
         model.train(was_training)
     if not out["logits"]:
         raise ValueError("evaluate: the loader yielded no batch")
-    outputs = {k: torch.cat(v) for k, v in out.items()}
+    if out["clip_index"] and len(out["clip_index"]) != len(out["logits"]):
+        raise ValueError("evaluate: some batches carry clip_index and some do not")
+    outputs = {k: torch.cat(v) for k, v in out.items() if v}
     n = len(outputs["logits"])
-    metrics = compute_metrics(task, outputs["logits"], outputs["labels"])
-    metrics.update(loss=total / n, n=n)
+    if "clip_index" in outputs:
+        probs, labels, clips = aggregate_segments(
+            task, outputs["logits"], outputs["labels"], outputs.pop("clip_index"), aggregate
+        )
+        outputs.update(clip_probs=probs, clip_labels=labels, clip_index=clips)
+        metrics = compute_metrics(task, probs, labels, probabilities=True)
+        metrics.update(loss=total / n, n=len(clips), segments=n)
+    else:
+        metrics = compute_metrics(task, outputs["logits"], outputs["labels"])
+        metrics.update(loss=total / n, n=n)
     return (metrics, outputs) if return_outputs else metrics

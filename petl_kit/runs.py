@@ -180,7 +180,7 @@ def _train(result: RunResult, method: str) -> None:
     from .efficiency import count_parameters, run_ledger
     from .methods import config_keys
     from .model import build_model, save_trained
-    from .train import TrainConfig, fit
+    from .train import TrainConfig, fit, segment_options
 
     p, run_dir = result.params, result.run_dir
     values = {k: p[k] for k in _train_keys() if k in p}
@@ -217,6 +217,7 @@ def _train(result: RunResult, method: str) -> None:
         spec_augment=augment,
         seed=p["seed"],
         **cache,
+        **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
     )
     result.fit = fr = fit(model, result.loaders, train_cfg)
 

@@ -55,6 +55,15 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
     wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
     progress: bool = True  # tqdm bars
+    # segment protocol of the music tasks (data.segments), lengths in samples at the extractor's
+    # rate, read by make_loaders: a random train crop, val/test segments (None: whole clips)
+    train_crop: int | None = None
+    eval_segment: int | None = None
+    val_crop: Literal["random", "segments"] = option("random", "segments")  # M12
+    # clip-level mean of the segment probabilities: the task's own, or sigmoid for all (M13)
+    segment_aggregate: Literal["mean_prob", "mean_sigmoid"] = option("mean_sigmoid", "mean_prob")
+    # tempo task (M17, a kit definition either way): CE vs normalised widened target | BCE
+    tempo_loss: Literal["softmax_ce", "bce"] = option("bce", "softmax_ce")
     profile: str = "corrected"
 
     def __post_init__(self):
@@ -62,7 +71,8 @@ class TrainConfig:
         for f in fields(self):  # direct construction: unset profile options take the profile's
             if getattr(self, f.name) is None and "profile" in f.metadata:
                 object.__setattr__(self, f.name, f.metadata["profile"][self.profile != "reference"])
-        for name in ("epochs", "batch_size", "lr", "head_lr", "grad_clip"):
+        for name in ("epochs", "batch_size", "lr", "head_lr", "grad_clip", "train_crop",
+                     "eval_segment"):  # fmt: skip
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)!r}; expected > 0")
         for name in ("weight_decay", "min_lr", "eps", "warmup_steps"):
@@ -191,9 +201,17 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 def make_loaders(model, splits, cfg: TrainConfig, *, spec_augment=None, num_workers: int = 0):
-    """``splits.loaders(...)`` with the model's own feature extractor, cfg.batch_size and seed."""
+    """``splits.loaders(...)`` with the model's own feature extractor, cfg.batch_size, seed and
+    segment protocol (``train_crop``, ``eval_segment``, ``val_crop``)."""
     return splits.loaders(model.feature_extractor(), batch_size=cfg.batch_size, seed=cfg.seed,
-                          spec_augment=spec_augment, num_workers=num_workers)  # fmt: skip
+                          spec_augment=spec_augment, num_workers=num_workers,
+                          **segment_options(cfg))  # fmt: skip
+
+
+def segment_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``DatasetSplits.loaders`` keywords of the segment protocol in ``cfg``."""
+    return {"train_crop": cfg.train_crop, "eval_segment": cfg.eval_segment,
+            "val_crop": cfg.val_crop}  # fmt: skip
 
 
 def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *,
@@ -225,7 +243,8 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
         torch.cuda.reset_peak_memory_stats(device)
     train_loader, val_loader = loaders["train"], loaders.get("val")
     opt, sched = make_optimizer(model, cfg, len(train_loader) * cfg.epochs)
-    criterion, (lr, head_lr) = loss_fn(task), resolve_lrs(model, cfg)
+    criterion, (lr, head_lr) = loss_fn(task, tempo_loss=cfg.tempo_loss), resolve_lrs(model, cfg)
+    scoring = {"bf16": cfg.bf16, "aggregate": cfg.segment_aggregate, "criterion": criterion}
     result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr)
     best_score, best_state, examples, start = -math.inf, None, 0, time.perf_counter()
     epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress)
@@ -258,8 +277,8 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
         row["train_loss"] = float(np.mean(losses))
         row[f"train_{metric}"] = compute_metrics(task, torch.cat(outs), torch.cat(targets))[metric]
         if val_loader is not None:
-            val = evaluate(model, val_loader, task, device, bf16=cfg.bf16)
-            row.update({f"val_{k}": v for k, v in val.items() if k != "n"})
+            val = evaluate(model, val_loader, task, device, **scoring)
+            row.update({f"val_{k}": v for k, v in val.items() if k not in ("n", "segments")})
             if val[metric] > best_score:  # strict: ties keep the earlier epoch
                 best_score, best_state, result.best_epoch = val[metric], _snapshot(model), epoch
         row["epoch_seconds"] = time.perf_counter() - t0
@@ -267,18 +286,19 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
         epochs.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k.endswith(("loss", metric))})
         if on_epoch is not None:
             on_epoch(dict(row))
-    _test_and_select(model, loaders, cfg, result, best_state, device)
+    _test_and_select(model, loaders, scoring, cfg, result, best_state, device)
     result.wall_seconds = time.perf_counter() - start
     result.examples_per_second = examples / result.train_seconds if result.train_seconds else 0.0
     result.peak_memory_mb, result.peak_memory_kind = _peak_memory(device)
     return result
 
 
-def _test_and_select(model, loaders, cfg: TrainConfig, result: FitResult, best_state, device):
+def _test_and_select(model, loaders, scoring, cfg: TrainConfig, result: FitResult, best_state,
+                     device):  # fmt: skip
     """Fill test_last / test_best_val / test / val / selected_epoch; load the selected weights."""
     task, test_loader, select = model.task, loaders.get("test"), cfg.select
     if test_loader is not None:
-        result.test_last = evaluate(model, test_loader, task, device, bf16=cfg.bf16)
+        result.test_last = evaluate(model, test_loader, task, device, **scoring)
     if best_state is None:
         if select == "best_val":
             why = "the val metric was never finite" if "val" in loaders else "no 'val' loader"
@@ -287,7 +307,7 @@ def _test_and_select(model, loaders, cfg: TrainConfig, result: FitResult, best_s
     elif test_loader is not None:
         last_state = _snapshot(model) if select == "last" else None
         model.load_state_dict(best_state, strict=False)
-        result.test_best_val = evaluate(model, test_loader, task, device, bf16=cfg.bf16)
+        result.test_best_val = evaluate(model, test_loader, task, device, **scoring)
         if last_state is not None:
             model.load_state_dict(last_state, strict=False)
     elif select == "best_val":

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,8 +10,17 @@ from torch.utils.data import DataLoader
 
 import petl_kit as pk
 from petl_kit.config import ConfigError, build
-from petl_kit.data import collate
-from petl_kit.train import TrainConfig, fit, lr_factor, make_optimizer, pick_device
+from petl_kit.data import Clip, DatasetSplits, collate
+from petl_kit.metrics import METRICS, primary_metric
+from petl_kit.music_tasks import KEY_CLASSES, TEMPO_CLASSES
+from petl_kit.train import (
+    TrainConfig,
+    fit,
+    lr_factor,
+    make_loaders,
+    make_optimizer,
+    pick_device,
+)
 
 
 def cfg_of(**values):
@@ -224,3 +234,63 @@ def test_multilabel_uses_bce_and_map():
     result = fit(model, loaders, cfg_of(epochs=1))
     assert {"train_mAP", "val_mAP", "val_roc_auc"} <= set(result.history[0])
     assert 0.0 <= result.test["mAP"] <= 1.0
+
+
+# ---------------------------------------------------------------- music tasks, segments
+def test_music_options_follow_the_profile():
+    ref, cor = build(TrainConfig, {}, "reference"), cfg_of()
+    assert (ref.val_crop, ref.segment_aggregate, ref.tempo_loss) == (
+        "random",
+        "mean_sigmoid",
+        "bce",
+    )
+    assert (cor.val_crop, cor.segment_aggregate, cor.tempo_loss) == ("segments", "mean_prob",
+                                                                     "softmax_ce")  # fmt: skip
+    assert cor.train_crop is None and cor.eval_segment is None
+    with pytest.raises(ConfigError, match="TrainConfig.train_crop = 0"):
+        cfg_of(train_crop=0)
+    with pytest.raises(ConfigError, match="TrainConfig.val_crop.*'random' \\| 'segments'"):
+        cfg_of(val_crop="center")
+
+
+def clip_splits(task, classes, labels, seconds=1.0, seed=0):
+    """In-memory 16-kHz clips, one per label of each split: noise whose loudness encodes the
+    label's parity, enough for a few steps of learning."""
+    rng = np.random.default_rng(seed)
+    parts = {}
+    for split, labs in labels.items():
+        parts[split] = [
+            Clip((0.1 + 0.4 * (lab % 2)) * rng.standard_normal(int(16000 * seconds)), lab, 16000)
+            for lab in labs
+        ]
+    return DatasetSplits(task, list(classes), task, **parts)
+
+
+@pytest.mark.parametrize("task", ["key", "tempo"])
+def test_fit_on_segments_reports_clip_level_metrics(task):
+    classes = KEY_CLASSES if task == "key" else TEMPO_CLASSES
+    labels = [0, 7, 12, 21] if task == "key" else [60, 90, 120, 121]
+    splits = clip_splits(task, classes, {"train": labels * 2, "val": labels, "test": labels})
+    model = tiny("linear", num_classes=len(classes))
+    model.task = task
+    cfg = cfg_of(epochs=2, batch_size=4, train_crop=5000, eval_segment=5000)
+    loaders = make_loaders(model, splits, cfg)
+    assert len(loaders["train"].dataset) == 8 and len(loaders["test"].dataset) == 4 * 3
+    result = fit(model, loaders, cfg)
+    metrics = set(METRICS[task])
+    assert metrics <= set(result.test) and metrics <= set(result.val)
+    assert result.test["n"] == 4 and result.test["segments"] == 12
+    assert f"val_{primary_metric(task)}" in result.history[0]
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+    if task == "tempo":  # the loss is the widened-target CE, not plain CE
+        assert result.history[0]["train_loss"] > 0
+
+
+def test_reference_val_crop_gives_one_random_crop_per_val_clip():
+    splits = clip_splits("key", KEY_CLASSES, {"train": [0, 1], "val": [2, 3], "test": [4]})
+    model = tiny("linear", num_classes=24)
+    cfg = cfg_of(train_crop=4000, eval_segment=5000, val_crop="random")
+    loaders = make_loaders(model, splits, cfg)
+    assert len(loaders["val"].dataset) == 2 and len(loaders["test"].dataset) == 3
+    assert "clip_index" not in next(iter(loaders["val"]))
+    assert next(iter(loaders["test"]))["clip_index"].tolist() == [0, 0, 0]

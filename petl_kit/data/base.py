@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..metrics import TASKS
 from .audio import audio_info
-from .dataset import TASKS, AudioDataset, collate
+from .dataset import AudioDataset, collate
 from .features import SpecAugment
+from .segments import VAL_CROPS, SegmentDataset, check_length, collate_segments
 
 __all__ = ["Clip", "DatasetSplits", "DatasetError", "stratified_split"]
 
@@ -104,7 +106,8 @@ class DatasetSplits:
     Args:
         name: dataset name (for logs and run folders).
         classes: class names; label i means ``classes[i]``.
-        task: "multiclass" or "multilabel".
+        task: "multiclass", "multilabel", "key" (24 classes, ``music_tasks.KEY_CLASSES``) or
+            "tempo" (300 BPM bins, label = integer BPM, ``music_tasks.TEMPO_CLASSES``).
         train, val, test: the clips (a split may be empty).
         sample_rate: native rate in Hz if uniform and known, else None.
         info: provenance (loader, root, fold, seed, ...).
@@ -135,10 +138,10 @@ class DatasetSplits:
                         f"{self.name}: {split}[{i}] has label(s) {bad} outside 0..{n - 1} "
                         f"({n} classes)"
                     )
-                if self.task == "multiclass" and isinstance(clip.label, list):
+                if self.task != "multilabel" and isinstance(clip.label, list):
                     raise DatasetError(
                         f"{self.name}: {split}[{i}] has a list label {clip.label} in a "
-                        "multiclass task"
+                        f"{self.task} task"
                     )
 
     @property
@@ -194,6 +197,9 @@ class DatasetSplits:
         num_workers: int = 0,
         shuffle_train: bool = True,
         cache: bool | None = None,
+        train_crop: int | None = None,
+        eval_segment: int | None = None,
+        val_crop: str = "segments",
     ) -> dict[str, DataLoader]:
         """DataLoaders keyed "train"/"val"/"test" (empty splits omitted), batches from ``collate``.
 
@@ -201,9 +207,21 @@ class DatasetSplits:
         with ``seed``; eval loaders are not shuffled. Every loader gets its own seeded generator so
         iterating one never draws from torch's global RNG (which would shift the training run).
         ``cache`` (None: ``self.cache``): features come from the on-disk cache, computed once.
+
+        Segment protocol (``data.segments``; lengths in samples at ``extractor.sample_rate``):
+        ``train_crop`` one random crop per clip and epoch (None: whole clips); ``eval_segment``
+        cuts val/test clips into ⌊T / eval_segment⌋ segments whose batches carry ``clip_index``
+        for clip-level aggregation in ``evaluate`` (None: whole clips); ``val_crop`` ``"segments"``
+        (val as test) or ``"random"`` (music reference, M12: one random ``train_crop`` crop).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        train_crop = check_length("train_crop", train_crop)
+        eval_segment = check_length("eval_segment", eval_segment)
+        if val_crop not in VAL_CROPS:
+            raise ValueError(f"val_crop={val_crop!r} is not valid; valid: {list(VAL_CROPS)}")
+        pieces = {"train": ("crop", train_crop), "test": ("segments", eval_segment)}
+        pieces["val"] = ("crop", train_crop) if val_crop == "random" else pieces["test"]
         if spec_augment is not None and extractor.input_kind != "fbank":
             raise ValueError(
                 f"spec_augment works on fbank features; extractor {type(extractor).__name__} gives "
@@ -219,18 +237,22 @@ class DatasetSplits:
                 clips,
                 extractor,
                 num_classes=self.num_classes,
-                task=self.task,
+                # key and tempo labels are class indices / BPM bins, read as multiclass ones
+                task="multilabel" if self.task == "multilabel" else "multiclass",
                 augment=spec_augment if is_train else None,
                 channel=self.channel,
                 cache=self.cache if cache is None else cache,
                 cache_name=self.name,
             )
+            mode, length = pieces[split]
+            if length is not None:
+                ds = SegmentDataset(ds, mode=mode, length=length, seed=seed + offset)
             out[split] = DataLoader(
                 ds,
                 batch_size=batch_size,
                 shuffle=is_train and shuffle_train,
                 num_workers=num_workers,
-                collate_fn=collate,
+                collate_fn=collate_segments if mode == "segments" and length else collate,
                 drop_last=False,
                 generator=torch.Generator().manual_seed(seed + offset),
             )
