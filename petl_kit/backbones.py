@@ -28,6 +28,7 @@ from transformers import (
     Wav2Vec2Model,
 )
 
+from . import mert as _mert
 from .config import ConfigError
 
 
@@ -54,6 +55,10 @@ class Family:
     sample_rate: int
     default_checkpoint: str
     tiny: dict[str, Any] = field(default_factory=dict)
+    # the family's base config where it differs from ``config_cls()`` (checkpoint=None builds it)
+    base_config: dict[str, Any] = field(default_factory=dict)
+    # ``load(folder_or_id, overrides) -> model`` where ``model_cls.from_pretrained`` does not fit
+    load: Any = None
 
 
 _TINY_FRAME = dict(
@@ -99,6 +104,18 @@ FAMILIES: dict[str, Family] = {
         16000,
         "facebook/hubert-base-ls960",
         tiny=dict(_TINY_FRAME),
+    ),
+    # MERT-v1 (24 kHz music) runs on transformers' HubertModel; see petl_kit.mert
+    "mert": Family(
+        "mert",
+        HubertConfig,
+        HubertModel,
+        "waveform",
+        24000,
+        "m-a-p/MERT-v1-95M",
+        tiny=dict(_TINY_FRAME),
+        base_config=dict(_mert.MERT_V1_95M),
+        load=lambda ckpt, overrides: _mert.load_mert(ckpt, overrides),
     ),
 }
 
@@ -198,16 +215,29 @@ def load_backbone(
     overrides = dict(config_overrides or {})
     _check_overrides(fam, overrides)
     if checkpoint is None:
-        model = fam.model_cls(fam.config_cls(**overrides))
+        model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
     else:
         ckpt = resolve_checkpoint(checkpoint)
         if fam.name == "ast":
             model = _load_ast(fam, ckpt, overrides, pos_embed)
         else:
-            model = _from_pretrained(fam, ckpt, **overrides)
+            model = _load_with(fam, ckpt, overrides)
     model.petl_family = fam.name
     model.petl_checkpoint = None if checkpoint is None else str(checkpoint)
     return model
+
+
+def _load_with(fam: Family, ckpt: str, overrides: dict) -> PreTrainedModel:
+    """``fam.load`` for local folders (e.g. MERT's published layout), else ``from_pretrained``."""
+    if fam.load is not None and Path(ckpt).is_dir():
+        return fam.load(ckpt, overrides)
+    if fam.load is not None:  # a hub id: only a local copy can be read without remote code
+        raise CheckpointError(
+            f"backbone {fam.name!r} loads from a local folder; {ckpt!r} is not one. Download it "
+            f"where the hub is reachable (`hf download {ckpt} --local-dir DIR`), copy DIR here "
+            "and pass checkpoint='DIR'"
+        )
+    return _from_pretrained(fam, ckpt, **overrides)
 
 
 def _load_ast(fam: Family, ckpt: str, overrides: dict, pos_embed: str) -> ASTModel:
@@ -291,6 +321,12 @@ def feature_extractor(backbone: PreTrainedModel, **kwargs: Any):
     if fam.input_kind == "fbank":
         cfg = backbone.config
         return FbankExtractor(max_length=cfg.max_length, num_mel_bins=cfg.num_mel_bins, **kwargs)
+    rate = kwargs.pop("sample_rate", fam.sample_rate)
+    if rate != fam.sample_rate:
+        raise ConfigError(
+            f"backbone {fam.name!r} takes {fam.sample_rate} Hz audio; sample_rate={rate} is not "
+            f"valid (the datasets resample to the extractor's rate)"
+        )
     return WaveformExtractor(sample_rate=fam.sample_rate, **kwargs)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from . import anatomy
 from .backbones import get_family, load_backbone, tiny_config
 from .config import ConfigError, as_dict, build, check_profile, option
+from .heads import HEADS, LAYER_AGGREGATIONS, make_head
 from .methods import get_method, make_config
 
 # token roles, used by pooling (prompt methods insert PROMPT tokens)
@@ -71,14 +72,27 @@ class PetlModel(nn.Module):
             it when they insert tokens.
     """
 
-    def __init__(self, backbone, num_classes: int, task: str, pooling: str, options: ModelOptions):
+    def __init__(
+        self,
+        backbone,
+        num_classes: int,
+        task: str,
+        pooling: str,
+        options: ModelOptions,
+        head: str = "linear",
+        layer_aggregation: str = "last",
+    ):
         super().__init__()
         self.backbone = backbone
         self.family = backbone.petl_family
         self.task = task
         self.pooling = pooling
         self.options = options
-        self.head = nn.Linear(backbone.config.hidden_size, num_classes)
+        self.layer_aggregation = layer_aggregation
+        num_states = len(anatomy.layers(backbone)) + 1
+        self.head = make_head(
+            head, backbone.config.hidden_size, num_classes, layer_aggregation, num_states
+        )
         self.role_layout = self._default_roles
         self.method = ""
         self.method_config: Any = None
@@ -105,12 +119,35 @@ class PetlModel(nn.Module):
             return self.backbone(input_values).last_hidden_state, None
         mask = attention_mask if self.options.pass_attention_mask else None
         hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
+        return hidden, self._valid_frames(hidden, attention_mask)
+
+    def encode_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Every hidden state of the backbone (layer-wise probing, spec §6.4).
+
+        Returns:
+            ``(states, valid)``: ``states`` is a tuple of ``num_layers + 1`` tensors
+            ``[B, T, D]``: the first block's input, then each block's output; the last one is
+            the backbone's output as :meth:`encode` gives it (after the final LN where there is
+            one). ``valid`` as in :meth:`encode`.
+        """
+        if self.family == "ast":
+            out = self.backbone(input_values, output_hidden_states=True)
+            mask = None
+        else:
+            mask = attention_mask if self.options.pass_attention_mask else None
+            out = self.backbone(input_values, attention_mask=mask, output_hidden_states=True)
+        states = (*out.hidden_states[:-1], out.last_hidden_state)
+        if self.family == "ast":
+            return states, None
+        return states, self._valid_frames(out.last_hidden_state, attention_mask)
+
+    def _valid_frames(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is None or not self.options.masked_pooling:
-            return hidden, None
+            return None
         frames = self.backbone._get_feature_vector_attention_mask(
             hidden.shape[1] - self._extra_tokens(hidden.shape[1]), attention_mask
         )
-        return hidden, frames.bool()
+        return frames.bool()
 
     def _extra_tokens(self, seq_len: int) -> int:
         return int((self.role_layout(seq_len) != PATCH).sum())
@@ -127,6 +164,9 @@ class PetlModel(nn.Module):
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """``[B, L, n_mels]`` or ``[B, S]`` → logits ``[B, num_classes]``."""
+        if self.layer_aggregation != "last":  # pool every hidden state: [B, L + 1, D] to the head
+            states, frames = self.encode_layers(input_values, attention_mask)
+            return self.head(torch.stack([self.pool(h, frames) for h in states], dim=1))
         hidden, frames = self.encode(input_values, attention_mask)
         return self.head(self.pool(hidden, frames))
 
@@ -215,6 +255,9 @@ def build_model(
     profile: str = "corrected",
     options: dict[str, Any] | None = None,
     seed: int | None = None,
+    encoder_depth: int | None = None,
+    head: str = "linear",
+    layer_aggregation: str = "last",
 ) -> PetlModel:
     """Build backbone + method + pooling + head (design §4).
 
@@ -231,6 +274,11 @@ def build_model(
         profile: ``'corrected'`` or ``'reference'`` (reproduce the published code's behaviour).
         options: :class:`ModelOptions` overrides (each quirk switch on its own).
         seed: seeds torch before the head and the method's modules are initialised.
+        encoder_depth: keep only the first N transformer blocks (None = all). The music
+            reference keeps 6 (quirk M2). The checkpoint loads whole, then the blocks are sliced.
+        head: ``'linear'`` | ``'mlp'`` (the music reference's probe head; see :mod:`.heads`).
+        layer_aggregation: ``'last'`` | ``'weighted_sum'`` | ``'conv1d'``: which hidden states
+            feed the head (layer-wise probing, see :mod:`.heads`).
     """
     check_profile(profile)
     family = get_family(backbone)
@@ -247,14 +295,18 @@ def build_model(
         raise ConfigError(f"pooling {pooling!r} needs CLS/DIST tokens; {family.name} has none")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes={num_classes!r}; expected a positive int")
+    if head not in HEADS or layer_aggregation not in LAYER_AGGREGATIONS:
+        make_head(head, 1, 1, layer_aggregation, 1)  # raises the ConfigError naming the choices
     overrides = (
         tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
     )
     if seed is not None:
         torch.manual_seed(seed)
     net = load_backbone(family.name, checkpoint, overrides, pos_embed=opts.pos_embed)
+    if encoder_depth is not None:
+        truncate_encoder(net, encoder_depth)
     net.requires_grad_(False)
-    model = PetlModel(net, num_classes, task, pool, opts)
+    model = PetlModel(net, num_classes, task, pool, opts, head, layer_aggregation)
     spec.apply(model, cfg)
     model.method, model.method_config = spec.name, cfg
     model.build_args = dict(
@@ -268,8 +320,31 @@ def build_model(
         pooling=pool,
         profile=profile,
         options={k: v for k, v in as_dict(opts).items() if k != "profile"},
+        encoder_depth=encoder_depth,
+        head=head,
+        layer_aggregation=layer_aggregation,
     )
     return model.train()
+
+
+def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
+    """Keep the first ``depth`` transformer blocks of ``backbone`` in place (any family).
+
+    Everything around the blocks stays: a pre-LN model's final LayerNorm then normalises block
+    ``depth``'s output (as the music reference's 6-layer MusicFM), a post-LN model (MERT-95M)
+    returns block ``depth``'s own output. ``config.num_hidden_layers`` follows.
+    """
+    blocks = anatomy.layers(backbone)
+    n = len(blocks)
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= n:
+        raise ConfigError(
+            f"encoder_depth={depth!r}; the {getattr(backbone, 'petl_family', '')} backbone has "
+            f"{n} blocks: choose an int from 1 to {n}, or None for all"
+        )
+    path = anatomy.anatomy_of(backbone).layers_path
+    anatomy.replace_module(backbone, path, nn.ModuleList(list(blocks)[:depth]))
+    backbone.config.num_hidden_layers = depth
+    return backbone
 
 
 def save_trained(model: PetlModel, folder: str | Path) -> Path:

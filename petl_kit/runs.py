@@ -45,8 +45,10 @@ COMMON_KEYS = (
     "experiment", "run_dir", "method", "dataset", "data_path", "backbone", "checkpoint",
     "max_length", "epochs", "batch_size", "lr", "seed", "profile", "device",
 )  # fmt: skip
-# Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache.
+# Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache;
+# encoder depth, head and layer aggregation (music probing: build_model's arguments).
 OPTIONAL_KEYS = ("n_per_class", "pooling", "freq_mask", "time_mask", "cache")
+OPTIONAL_KEYS += ("encoder_depth", "head", "layer_aggregation")
 
 
 class RunFailed(RuntimeError):
@@ -180,7 +182,7 @@ def _train(result: RunResult, method: str) -> None:
     from .efficiency import count_parameters, run_ledger
     from .methods import config_keys
     from .model import build_model, save_trained
-    from .train import TrainConfig, fit, segment_options
+    from .train import TrainConfig, fit
 
     p, run_dir = result.params, result.run_dir
     values = {k: p[k] for k in _train_keys() if k in p}
@@ -204,6 +206,9 @@ def _train(result: RunResult, method: str) -> None:
         pooling=p.get("pooling") or "ALL",
         profile=p["profile"],
         seed=p["seed"],
+        encoder_depth=p.get("encoder_depth"),
+        head=p.get("head") or "linear",
+        layer_aggregation=p.get("layer_aggregation") or "last",
     )
     result.extractor = model.feature_extractor(
         **({} if fbank else {"max_samples": p["max_length"]})
@@ -217,7 +222,6 @@ def _train(result: RunResult, method: str) -> None:
         spec_augment=augment,
         seed=p["seed"],
         **cache,
-        **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
     )
     result.fit = fr = fit(model, result.loaders, train_cfg)
 
