@@ -24,6 +24,21 @@ wav2vec2 / HuBERT large with ``do_stable_layer_norm`` (pre-LN)::
     h'  = h + attention(layer_norm(h))[0];  out = h' + feed_forward(final_layer_norm(h'))
     ... then ``encoder.layer_norm`` after the last layer.
 
+MusicFM (conformer, pre-LN, ``Wav2Vec2ConformerEncoderLayer``; macaron FFNs with half steps)::
+
+    h = x + 0.5 * ffn1(ffn1_layer_norm(x))            # site 'ffn1'
+    h = h + self_attn(self_attn_layer_norm(h))[0]     # site 'attention': linear_q/k/v/out
+    h = h + conv_module(h)                            # site 'conv' (its LN is inside it)
+    h = h + 0.5 * ffn2(ffn2_layer_norm(h))            # site 'ffn'
+    out = final_layer_norm(h)
+    ... then ``conformer.layer_norm`` after the last layer.
+
+    The kit's 'ffn' site is ``ffn2``: the FFN after attention (and convolution) that closes the
+    block, where a Transformer's FFN sits, so Pfeiffer adapters / FFN mixtures go there and
+    Houlsby puts one at the attention and one there. ``ffn1`` and ``conv_module`` are extra sites
+    (:data:`FFN1`, :data:`CONV`) for methods that ask for them. Whatever wraps an FFN site is
+    inside its half step: a parallel adapter's output is scaled by 0.5 with the FFN's.
+
 A sub-layer is wrapped by :func:`wrap_sublayer`, which swaps the module on the layer for a
 :class:`SublayerWrapper` holding the original as ``inner``; the wrapper keeps the original call
 signature and tuple convention (attention modules return ``(output, weights)``).
@@ -32,12 +47,13 @@ signature and tuple convention (attention modules return ``(output, weights)``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 ATTENTION, FFN = "attention", "ffn"
+FFN1, CONV = "ffn1", "conv"  # conformer extra sites: the first macaron FFN, the conv module
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,11 @@ class Anatomy:
             forward hook there can insert tokens (prompts): AST ``embeddings``; frame models
             ``encoder.dropout``, called after the positional conv (and, post-LN, the encoder
             LayerNorm) and before the first layer, whether or not LayerDrop skips that layer.
+        extra_sites: further sub-layers of a block, ``{site: (module path, its LayerNorm path)}``
+            (conformer: ``'ffn1'`` and ``'conv'``); :func:`sublayer`, :func:`layer_norm` and
+            :func:`wrap_sublayer` accept these names too.
+        extra_norms: per-block LayerNorms besides ``ln_attention`` / ``ln_ffn`` (counted in the
+            ``norms`` group: conformer ``ffn1_layer_norm``, ``final_layer_norm``).
     """
 
     family: str
@@ -75,6 +96,8 @@ class Anatomy:
     final_norm: str | None
     embeddings: str
     block_input: str = ""
+    extra_sites: dict = field(default_factory=dict)
+    extra_norms: tuple[str, ...] = ()
 
 
 def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
@@ -110,18 +133,41 @@ AST_ANATOMY = Anatomy(
 )
 
 
+CONFORMER_ANATOMY = Anatomy(
+    family="musicfm",
+    pre_ln=True,
+    layers_path="conformer.layers",
+    attention="self_attn",
+    ffn="ffn2",
+    ln_attention="self_attn_layer_norm",
+    ln_ffn="ffn2_layer_norm",
+    projections={"q": "linear_q", "k": "linear_k", "v": "linear_v", "o": "linear_out"},
+    ffn_linears=("intermediate_dense", "output_dense"),
+    final_norm="conformer.layer_norm",
+    embeddings="conv",
+    block_input="conformer.dropout",  # after the conv front end, before rotary and layer 1
+    extra_sites={
+        FFN1: ("ffn1", "ffn1_layer_norm"),
+        CONV: ("conv_module", "conv_module.layer_norm"),
+    },
+    extra_norms=("ffn1_layer_norm", "final_layer_norm"),
+)
+
+
 def anatomy_of(backbone: nn.Module) -> Anatomy:
     """The :class:`Anatomy` of a Hugging Face backbone (``ASTModel``, ``Wav2Vec2Model``, ...)."""
     family = getattr(backbone, "petl_family", None) or _family_from_class(backbone)
     if family == "ast":
         return AST_ANATOMY
+    if family == "musicfm":
+        return CONFORMER_ANATOMY
     stable = bool(getattr(backbone.config, "do_stable_layer_norm", False))
     return _frame_anatomy(family, pre_ln=stable)
 
 
 def _family_from_class(backbone: nn.Module) -> str:
     name = type(backbone).__name__.lower()
-    for family in ("ast", "wav2vec2", "hubert"):
+    for family in ("ast", "wav2vec2", "hubert", "musicfm"):
         if name.startswith(family):
             return family
     raise TypeError(
@@ -141,9 +187,26 @@ def layers(backbone: nn.Module) -> nn.ModuleList:
     return get_path(backbone, anatomy_of(backbone).layers_path)
 
 
+def _site(which: str, anatomy: Anatomy) -> tuple[str, str]:
+    """``(module path, LayerNorm path)`` of sub-layer site ``which`` on a block."""
+    if which == ATTENTION:
+        return anatomy.attention, anatomy.ln_attention
+    if which == FFN:
+        return anatomy.ffn, anatomy.ln_ffn
+    if which in anatomy.extra_sites:
+        return anatomy.extra_sites[which]
+    valid = ", ".join(map(repr, sites(anatomy)))
+    raise ValueError(f"{anatomy.family} blocks have no sub-layer {which!r}; valid: {valid}")
+
+
+def sites(anatomy: Anatomy) -> list[str]:
+    """Sub-layer sites of a block: ``'attention'``, ``'ffn'`` and the family's extra sites."""
+    return [ATTENTION, FFN, *anatomy.extra_sites]
+
+
 def sublayer(layer: nn.Module, which: str, anatomy: Anatomy) -> nn.Module:
     """The attention (``which='attention'``) or FFN (``'ffn'``) module of a block, unwrapped."""
-    module = getattr(layer, anatomy.attention if which == ATTENTION else anatomy.ffn)
+    module = get_path(layer, _site(which, anatomy)[0])
     while isinstance(module, SublayerWrapper):
         module = module.inner
     return module
@@ -151,7 +214,7 @@ def sublayer(layer: nn.Module, which: str, anatomy: Anatomy) -> nn.Module:
 
 def layer_norm(layer: nn.Module, which: str, anatomy: Anatomy) -> nn.LayerNorm:
     """The LayerNorm belonging to a block's attention or FFN sub-layer (see :class:`Anatomy`)."""
-    return getattr(layer, anatomy.ln_attention if which == ATTENTION else anatomy.ln_ffn)
+    return get_path(layer, _site(which, anatomy)[1])
 
 
 def projections(layer: nn.Module, anatomy: Anatomy) -> dict[str, nn.Linear]:
@@ -181,7 +244,7 @@ def norm_parameter_names(backbone: nn.Module) -> dict[str, str]:
         for n, _ in get_path(backbone, anatomy.final_norm).named_parameters():
             out[f"{anatomy.final_norm}.{n}"] = "final_norm"
     for i, layer in enumerate(layers(backbone)):
-        for ln in (anatomy.ln_attention, anatomy.ln_ffn):
+        for ln in (anatomy.ln_attention, anatomy.ln_ffn, *anatomy.extra_norms):
             for n, _ in getattr(layer, ln).named_parameters():
                 out[f"{anatomy.layers_path}.{i}.{ln}.{n}"] = "norms"
     return out
@@ -198,6 +261,11 @@ class SublayerWrapper(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
+
+    def __call__(self, *args, **kwargs):
+        if not args and "hidden_states" in kwargs:  # conformer layers pass the input by keyword
+            args = (kwargs.pop("hidden_states"),)
+        return super().__call__(*args, **kwargs)
 
     def run_inner(self, x: torch.Tensor, *args, **kwargs):
         return self.inner(x, *args, **kwargs)
@@ -216,9 +284,9 @@ def wrap_sublayer(
     layer: nn.Module, which: str, anatomy: Anatomy, make: Callable[[nn.Module], SublayerWrapper]
 ) -> SublayerWrapper:
     """Replace a block's attention or FFN module by ``make(current_module)`` and return it."""
-    attr = anatomy.attention if which == ATTENTION else anatomy.ffn
-    wrapper = make(getattr(layer, attr))
-    setattr(layer, attr, wrapper)
+    attr = _site(which, anatomy)[0]
+    wrapper = make(get_path(layer, attr))
+    replace_module(layer, attr, wrapper)
     return wrapper
 
 

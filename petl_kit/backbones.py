@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from . import mert as _mert
+from . import musicfm as _musicfm
 from .config import ConfigError
 
 
@@ -116,6 +117,17 @@ FAMILIES: dict[str, Family] = {
         tiny=dict(_TINY_FRAME),
         base_config=dict(_mert.MERT_V1_95M),
         load=lambda ckpt, overrides: _mert.load_mert(ckpt, overrides),
+    ),
+    # MusicFM 25 Hz (24 kHz music): mel front end + transformers' conformer; see petl_kit.musicfm
+    "musicfm": Family(
+        "musicfm",
+        _musicfm.MusicFMConfig,
+        _musicfm.MusicFMModel,
+        "waveform",
+        24000,
+        "minzwon/MusicFM (pretrained_msd.pt)",
+        tiny=dict(_musicfm.TINY),
+        load=lambda ckpt, overrides: _musicfm.load_musicfm(ckpt, **overrides),
     ),
 }
 
@@ -216,6 +228,8 @@ def load_backbone(
     _check_overrides(fam, overrides)
     if checkpoint is None:
         model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
+    elif fam.name == "musicfm" and Path(checkpoint).expanduser().is_file():
+        model = _musicfm.load_musicfm(checkpoint, **overrides)  # a published .pt / .safetensors
     else:
         ckpt = resolve_checkpoint(checkpoint)
         if fam.name == "ast":
@@ -327,6 +341,8 @@ def feature_extractor(backbone: PreTrainedModel, **kwargs: Any):
             f"backbone {fam.name!r} takes {fam.sample_rate} Hz audio; sample_rate={rate} is not "
             f"valid (the datasets resample to the extractor's rate)"
         )
+    if fam.name == "musicfm":  # MusicFM normalises its mel spectrogram, not the waveform
+        kwargs.setdefault("normalize", False)
     return WaveformExtractor(sample_rate=fam.sample_rate, **kwargs)
 
 
