@@ -31,6 +31,7 @@ from transformers import (
 from . import mert as _mert
 from . import musicfm as _musicfm
 from .config import ConfigError
+from .scratch import TINY_SCRATCH, ScratchConfig, ScratchModel
 
 
 class CheckpointError(OSError):
@@ -128,6 +129,16 @@ FAMILIES: dict[str, Family] = {
         "minzwon/MusicFM (pretrained_msd.pt)",
         tiny=dict(_musicfm.TINY),
         load=lambda ckpt, overrides: _musicfm.load_musicfm(ckpt, **overrides),
+    ),
+    # the from-scratch music baseline (a kit design: a small CNN over log-mel); see petl_kit.scratch
+    "scratch": Family(
+        "scratch",
+        ScratchConfig,
+        ScratchModel,
+        "waveform",
+        24000,
+        "",
+        tiny=dict(TINY_SCRATCH),
     ),
 }
 

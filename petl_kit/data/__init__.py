@@ -1,7 +1,8 @@
 """Data layer: audio loading, features, dataset containers, built-in and generic datasets.
 
 ``load_dataset(name, data_path, **options)`` dispatches through ``DATASETS``; dataset modules add
-themselves with ``register_dataset`` (esc50, us8k, gsc, fsc, iemocap, music sets, ...).
+themselves with ``register_dataset`` (esc50, us8k, gsc, fsc, iemocap, the music sets of
+``music.MUSIC_SETS``, ...).
 The paper-1 sets take ``fold=``, ``profile=`` and their protocol switches (``protocols.py``) and
 ``cache=True`` (features from the on-disk cache, ``cache.py``).
 """
@@ -30,6 +31,7 @@ from .folders import load_audiofolder, load_csv, write_audiofolder
 from .fsc import load_fsc
 from .gsc import load_gsc
 from .iemocap import load_iemocap
+from .music import MUSIC_SETS, load_music_manifest, music_sets, write_music_manifest
 from .probe_cache import ProbeModel, cached_probe, pooled_outputs
 from .protocols import few_shot, fold_sizes, num_folds, protocol, summarize
 from .synthetic import make_synthetic
@@ -46,6 +48,7 @@ __all__ = [
     "DatasetSplits",
     "FbankExtractor",
     "FeatureStore",
+    "MUSIC_SETS",
     "ProbeModel",
     "SpecAugment",
     "WaveformExtractor",
@@ -61,6 +64,7 @@ __all__ = [
     "load_audiofolder",
     "load_csv",
     "load_dataset",
+    "load_music_manifest",
     "make_synthetic",
     "num_folds",
     "pooled_outputs",
@@ -70,6 +74,7 @@ __all__ = [
     "stratified_split",
     "summarize",
     "write_audiofolder",
+    "write_music_manifest",
 ]
 
 
@@ -152,3 +157,5 @@ register_dataset("us8k", load_us8k)
 register_dataset("gsc", load_gsc)
 register_dataset("fsc", load_fsc)
 register_dataset("iemocap", load_iemocap)
+for _name, _fn in music_sets().items():  # mtat, mtat_clean, mtg_top50, giantsteps_key, ...
+    register_dataset(_name, _fn)
