@@ -159,3 +159,9 @@ register_dataset("fsc", load_fsc)
 register_dataset("iemocap", load_iemocap)
 for _name, _fn in music_sets().items():  # mtat, mtat_clean, mtg_top50, giantsteps_key, ...
     register_dataset(_name, _fn)
+
+# built-in generated music sets (synthetic_key, synthetic_tempo, synthetic_tags)
+from .synthetic_music import make_synthetic_music, music_loaders  # noqa: E402, F401
+
+for _name, _fn in music_loaders().items():
+    register_dataset(_name, _fn, requires_path=False)
