@@ -82,6 +82,8 @@ class Anatomy:
             :func:`wrap_sublayer` accept these names too.
         extra_norms: per-block LayerNorms besides ``ln_attention`` / ``ln_ffn`` (counted in the
             ``norms`` group: conformer ``ffn1_layer_norm``, ``final_layer_norm``).
+        residual_scales: ``{site: c}`` where the block adds ``c · output`` of a site to the
+            stream (conformer macaron FFNs: 0.5); 1 for sites not listed.
     """
 
     family: str
@@ -98,6 +100,7 @@ class Anatomy:
     block_input: str = ""
     extra_sites: dict = field(default_factory=dict)
     extra_norms: tuple[str, ...] = ()
+    residual_scales: dict = field(default_factory=dict)
 
 
 def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
@@ -151,6 +154,7 @@ CONFORMER_ANATOMY = Anatomy(
         CONV: ("conv_module", "conv_module.layer_norm"),
     },
     extra_norms=("ffn1_layer_norm", "final_layer_norm"),
+    residual_scales={FFN: 0.5, FFN1: 0.5},
 )
 
 

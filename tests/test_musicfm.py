@@ -8,6 +8,7 @@ import torchaudio
 import petl_kit as pk
 from petl_kit import anatomy
 from petl_kit.backbones import CheckpointError, load_backbone, tiny_config
+from petl_kit.methods import adapter
 from petl_kit.musicfm import (
     MSD_MEL_MEAN,
     MSD_MEL_STD,
@@ -365,3 +366,87 @@ def test_method_contract(method, tiny_folder, tmp_path):
             assert torch.allclose(model(wave, mask), ref, atol=1e-5)
             model.unmerge()
             assert torch.allclose(model(wave, mask), ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- conformer sites
+VARIANTS = [
+    ("prompt_tuning", {"num_prompts": 3, "deep": False}),
+    ("lora", {"rank": 2, "targets": "q,k,v,o"}),
+    ("bitfit", {"bitfit_scope": "all_biases"}),
+    *[("adapter", {"reduction_rate": 8, "placement": p}) for p in adapter.PLACEMENTS],
+    *[
+        ("adapter", {"reduction_rate": 8, "adapter_type": t, "seq_or_par": m, "adapter_block": b,
+                     "kernel_size": 3})
+        for t, m, b in [("Pfeiffer", "parallel", "bottleneck"), ("Pfeiffer", "sequential",
+                        "conformer"), ("Houlsby", "sequential", "bottleneck"),
+                        ("Houlsby", "parallel", "convpass")]
+    ],
+    *[
+        (moa, {"reduction_rate": 8, "num_adapters": 2, "location": loc, "expert": e,
+               "kernel_size": 3})
+        for moa in ("dense_moa", "soft_moa")
+        for loc, e in [("MHSA", "bottleneck"), ("FFN", "conformer"), ("FFN", "convpass")]
+    ],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method,config", VARIANTS)
+def test_method_variants_train_on_the_conformer(method, config, tiny_folder):
+    """Every placement and block reaches the conformer through the anatomy and trains."""
+    model = build(method, tiny_folder, method_config=config)
+    grads = steps(model, 2)
+    dead = [n for n, g in grads.items() if not g and not any(s in n for s in NO_EFFECT)]
+    assert not dead and pk.count_parameters(model)["trainable"] > model.head.weight.numel()
+
+
+def test_ffn_site_is_the_second_macaron_half_step(tiny_folder):
+    """Anatomy: 'ffn' is ffn2, whose output enters the stream times 0.5 (residual_scales)."""
+    backbone = load_backbone("musicfm", str(tiny_folder)).eval()
+    anat = anatomy.anatomy_of(backbone)
+    layer = anatomy.layers(backbone)[0]
+    assert anatomy.sublayer(layer, anatomy.FFN, anat) is layer.ffn2
+    assert anatomy.sublayer(layer, anatomy.FFN1, anat) is layer.ffn1
+    assert anatomy.layer_norm(layer, anatomy.CONV, anat) is layer.conv_module.layer_norm
+    seen = []
+    layer.final_layer_norm.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    wave, _ = wave_batch(0.5)
+    with torch.no_grad():
+        backbone(wave)
+
+        class Shift(anatomy.SublayerWrapper):
+            def combine(self, x, y):
+                return y + 1.0
+
+        anatomy.wrap_sublayer(layer, anatomy.FFN, anat, Shift)
+        backbone(wave)
+    scale = anat.residual_scales[anatomy.FFN]
+    assert scale == 0.5 and torch.allclose(seen[1] - seen[0], torch.full_like(seen[0], scale))
+    with pytest.raises(ValueError, match="'ffn1', 'conv'"):
+        anatomy.sublayer(layer, "mlp", anat)
+
+
+def test_prefix_keys_and_values_skip_the_rotary_embedding(tiny_folder):
+    """Spec §5.2 (kit decision): queries and frame keys are rotated, the prefix keys are not."""
+    model = build("prefix_tuning", tiny_folder).eval()
+    attn = anatomy.sublayer(anatomy.layers(model.backbone)[0], anatomy.ATTENTION,
+                            anatomy.anatomy_of(model.backbone))  # fmt: skip
+    x = torch.randn(1, 7, 32)
+    rel = model.backbone.conformer.embed_positions(x)
+    h, d = attn.num_heads, attn.head_size
+    with torch.no_grad():
+        out, _ = attn(x, relative_position_embeddings=rel)
+        rotated = attn._apply_rotary_embedding(x, rel)
+
+        def heads(t):  # [1, T, H·d] -> [1, H, T, d]
+            return t.reshape(1, -1, h, d).transpose(1, 2)
+
+        q, k, v = (
+            heads(attn.linear_q(rotated)),
+            heads(attn.linear_k(rotated)),
+            heads(attn.linear_v(x)),
+        )
+        keys = torch.cat([heads(attn.petl_prefix_k), k], dim=2)
+        values = torch.cat([heads(attn.petl_prefix_v), v], dim=2)
+        weights = torch.softmax(q @ keys.transpose(-1, -2) * d**-0.5, dim=-1)
+        ref = attn.linear_out((weights @ values).transpose(1, 2).reshape(1, 7, h * d))
+    assert torch.allclose(out, ref, atol=1e-5)
