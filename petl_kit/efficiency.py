@@ -290,8 +290,9 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
     (forward: ``total``, ``method``), ``train_seconds``, ``wall_seconds``, ``examples_per_second``
     (training throughput), ``steps``, ``peak_memory_mb`` and ``peak_memory_kind``, ``device``,
     ``inference`` (:func:`inference_latency`, fp32, eval mode), ``merged``
-    (:func:`merged_latency` for methods that merge, else None) and ``ledger_seconds`` (what
-    measuring took).
+    (:func:`merged_latency` for methods that merge, else None), their flat copies ``gflops``
+    (forward, per example), ``method_mflops``, ``latency_ms`` (per example), ``merged_latency_ms``
+    and ``merged_agree`` (for tables of runs), and ``ledger_seconds`` (what measuring took).
     """
     from .methods import get_method
 
@@ -316,7 +317,13 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
         "wall_seconds": fit.wall_seconds, "examples_per_second": fit.examples_per_second,
         "steps": fit.steps, "peak_memory_mb": fit.peak_memory_mb,
         "peak_memory_kind": fit.peak_memory_kind, "device": fit.device, "inference": latency,
-        "merged": merged, "ledger_seconds": time.perf_counter() - t0,
+        "merged": merged,
+        # flat copies, so tables of runs get them as columns
+        "gflops": flops["total"] / 1e9, "method_mflops": flops["method"] / 1e6,
+        "latency_ms": latency["ms_per_example"],
+        "merged_latency_ms": None if merged is None else merged["ms_per_example"],
+        "merged_agree": None if merged is None else merged["outputs_agree"],
+        "ledger_seconds": time.perf_counter() - t0,
     }  # fmt: skip
 
 

@@ -113,10 +113,13 @@ def test_run_ledger_fields(method, family):
     assert ledger["inference"]["batch"] == 3 and ledger["inference"]["ms_per_example"] > 0
     for key in ("train_seconds", "wall_seconds", "examples_per_second", "steps", "peak_memory_mb"):
         assert ledger[key] == getattr(FIT, key), key
+    assert ledger["gflops"] == pytest.approx(ledger["flops_per_example"]["total"] / 1e9)
+    assert ledger["latency_ms"] == ledger["inference"]["ms_per_example"]
     if method == "lora":
         assert ledger["merged"]["outputs_agree"] and ledger["merged"]["batch"] == 3
+        assert ledger["merged_agree"] is True and ledger["merged_latency_ms"] > 0
     else:
-        assert ledger["merged"] is None
+        assert ledger["merged"] is None and ledger["merged_latency_ms"] is None
     json.dumps(ledger)  # plain JSON
 
 
@@ -133,7 +136,8 @@ def test_every_run_writes_the_ledger(tmp_path, monkeypatch, tiny_checkpoints):
     params = dict(
         experiment="ledger", method="lora", dataset="synthetic", data_path=None, n_per_class=3,
         backbone="ast", checkpoint=str(tiny_checkpoints["ast"]), max_length=100, epochs=1,
-        batch_size=8, lr=None, seed=0, profile="corrected", device="cpu", progress=False, reduction_rate=8,
+        batch_size=8, lr=None, seed=0, profile="corrected", device="cpu", progress=False,
+        reduction_rate=8,
     )  # fmt: skip
     result = pk.run_experiment(params)
     ledger = json.loads((result.run_dir / "ledger.json").read_text())
