@@ -249,9 +249,9 @@ def test_missing_unexpected_and_bad_files_are_named(tmp_path):
 
 
 # --------------------------------------------------------------------------- counts (meta)
-def meta_model(**kw):
+def meta_model(backbone="musicfm", **kw):
     with torch.device("meta"):
-        return pk.build_model(backbone="musicfm", **kw)
+        return pk.build_model(backbone=backbone, **kw)
 
 
 def test_full_model_counts():
@@ -282,6 +282,22 @@ def test_music_probing_heads(task, n_out, count):
         encoder_depth=6,
     )
     assert pk.count_parameters(model)["trainable"] == count
+
+
+@pytest.mark.parametrize("backbone,conv,count", [("musicfm", False, 110_592),
+                                                  ("musicfm", True, 110_592 + 6 * 1024),
+                                                  ("mert", False, 50_688)])  # fmt: skip
+def test_music_bitfit_counts(backbone, conv, count):
+    """Spec §3.2: per-block sub-layer Linear biases and LayerNorm biases (+ conv BN bias)."""
+    model = meta_model(
+        backbone=backbone,
+        num_classes=50,
+        method="bitfit",
+        method_config={"bitfit_scope": "music", "bitfit_conv": conv},
+        encoder_depth=6,
+    )
+    counts = pk.count_parameters(model)
+    assert counts["trainable"] - counts["groups"]["head"] == count
 
 
 # --------------------------------------------------------------------------- every method
