@@ -31,7 +31,8 @@ from .folders import load_audiofolder, load_csv, write_audiofolder
 from .fsc import load_fsc
 from .gsc import load_gsc
 from .iemocap import load_iemocap
-from .music import MUSIC_SETS, load_music_manifest, music_sets, write_music_manifest
+from .music import MUSIC_SETS, load_music_manifest, music_sets
+from .music_build import write_music_manifest
 from .probe_cache import ProbeModel, cached_probe, pooled_outputs
 from .protocols import few_shot, fold_sizes, num_folds, protocol, summarize
 from .synthetic import make_synthetic

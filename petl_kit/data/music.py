@@ -17,28 +17,22 @@ them: ``<id>.<s>.wav`` pitch-shifted by s semitones (key, train) and ``<id>.<f>.
 time-stretched by f (tempo, train and val); ``augmented=False`` keeps the originals only.
 
 No audio is decoded or resampled at load time (the reference reads it as stored); headers are
-checked: a file that is not 24 kHz mono is an error naming it. :func:`write_music_manifest`
-builds a manifest from any folder and label table, resampling to 24 kHz mono on the way; the
-tagging manifests were never published, so it writes the tag order beside the manifest.
+checked: a file that is not 24 kHz mono is an error naming it. ``music_build`` builds manifests
+from any folder and label table (the tagging manifests were never published).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from ..music_tasks import KEY_CLASSES, TEMPO_BINS, TEMPO_CLASSES
-from .audio import audio_info, load_audio
+from .audio import audio_info
 from .base import Clip, DatasetError, DatasetSplits
 from .folders import SPLIT_ALIASES
 
-__all__ = ["MUSIC_SETS", "SAMPLE_RATE", "load_music_manifest", "music_sets", "write_music_manifest"]
+__all__ = ["MUSIC_SETS", "SAMPLE_RATE", "load_music_manifest", "music_sets"]
 
 SAMPLE_RATE = 24000
 MUSIC_TASKS = ("multilabel", "key", "tempo")
@@ -234,113 +228,3 @@ def load_music_set(name: str, data_path: str | Path, *, manifest: str | Path | N
 def music_sets() -> dict[str, partial]:
     """``{name: loader(data_path, **options)}`` for ``register_dataset``."""
     return {name: partial(load_music_set, name) for name in MUSIC_SETS}
-
-
-# ---------------------------------------------------------------------------- building manifests
-def _key_of(value, where: str) -> int:
-    """Key index of an int or a name such as 'A minor', 'Eb major', 'C# minor'."""
-    if isinstance(value, (int, np.integer)) or str(value).strip().lstrip("-").isdigit():
-        return _label("key", int(value), where, None)
-    from mir_eval.key import KEY_TO_SEMITONE
-
-    parts = str(value).lower().split()
-    tonics = set(KEY_TO_SEMITONE) - {"x"}  # 'x' is mir_eval's "no key"
-    if len(parts) != 2 or parts[0] not in tonics or parts[1] not in ("major", "minor"):
-        raise DatasetError(f"{where}: key {value!r} is not '<tonic> major|minor' or an index 0-23")
-    return KEY_TO_SEMITONE[parts[0]] % 12 + 12 * (parts[1] == "minor")
-
-
-def _read_table(table) -> list[dict]:
-    if isinstance(table, (str, Path)):
-        with Path(table).open(newline="", encoding="utf-8-sig") as fh:
-            return [
-                {k.strip(): (v or "").strip() for k, v in r.items() if k}
-                for r in csv.DictReader(fh)
-            ]
-    return [dict(r) for r in table]
-
-
-def write_music_manifest(
-    table: str | Path | Iterable[dict],
-    audio_dir: str | Path,
-    out: str | Path,
-    *,
-    task: str,
-    output_audio_dir: str | Path | None = None,
-    tags: list[str] | None = None,
-    subtype: str = "PCM_16",
-) -> Path:
-    """Write a music manifest (module docstring) from a label table, resampling to 24 kHz mono.
-
-    Args:
-        table: CSV file or rows with ``path`` (relative to ``audio_dir``), ``split`` (train /
-            val|valid / test) and ``label``: tagging ``;``-separated tag names; key an index or a
-            name ('A minor', 'Eb major'); tempo a BPM (rounded to an integer).
-        out: the manifest to write (folders are created).
-        task: ``'multilabel'`` | ``'key'`` | ``'tempo'``.
-        output_audio_dir: 24-kHz mono WAVs go here under the same relative paths (``.wav``),
-            each file mixed down and resampled with the kit's ``load_audio``; None: the sources
-            are used in place and must already be 24 kHz mono.
-        tags: tag order; None: the table's tags by decreasing count (ties by name). Written one
-            a line to ``<out stem>_tags.txt``, which :func:`load_music_manifest` reads back.
-        subtype: soundfile WAV subtype of written audio ('PCM_16'; values clipped to [-1, 1]).
-
-    The rows' ``audio_path`` are relative to ``output_audio_dir`` (or ``audio_dir``): point
-    ``audio_root`` there when loading. Returns ``out``.
-    """
-    if task not in MUSIC_TASKS:
-        raise ValueError(f"task={task!r} is not a music task; valid: {list(MUSIC_TASKS)}")
-    audio_dir, out = Path(audio_dir), Path(out)
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"audio folder {audio_dir} does not exist")
-    rows = _read_table(table)
-    if not rows:
-        raise DatasetError(f"label table {table} has no rows")
-    missing = [c for c in ("path", "split", "label") if c not in rows[0]]
-    if missing:
-        raise DatasetError(f"label table {table} lacks column(s) {missing}; need path,split,label")
-    if task == "multilabel":
-        names = [[t.strip() for t in str(r["label"]).split(";") if t.strip()] for r in rows]
-        if tags is None:
-            counts: dict[str, int] = {}
-            for tag in (t for ts in names for t in ts):
-                counts[tag] = counts.get(tag, 0) + 1
-            tags = sorted(counts, key=lambda t: (-counts[t], t))
-        unknown = sorted({t for ts in names for t in ts} - set(tags))
-        if unknown:
-            raise DatasetError(f"label table {table}: tags {unknown} are not in the tag order")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for n, r in enumerate(rows, start=1):
-        where = f"label table {table} row {n}"
-        split = SPLIT_ALIASES.get(str(r["split"]).lower())
-        if split is None:
-            raise DatasetError(
-                f"{where}: unknown split {r['split']!r}; valid: {list(SPLIT_ALIASES)}"
-            )
-        source = audio_dir / r["path"]
-        if not source.is_file():
-            raise FileNotFoundError(f"{where}: audio file {source} does not exist")
-        if task == "multilabel":
-            label = [int(t in names[n - 1]) for t in tags]
-        elif task == "key":
-            label = _key_of(r["label"], where)
-        else:
-            label = _label("tempo", int(np.floor(float(r["label"]) + 0.5)), where, None)
-        if output_audio_dir is None:
-            _check_file(source, where)
-            rel, length = Path(r["path"]), audio_info(source).frames
-        else:
-            rel = Path(r["path"]).with_suffix(".wav")
-            wave = load_audio(source, SAMPLE_RATE).numpy()
-            target = Path(output_audio_dir) / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(target), np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype=subtype)
-            length = len(wave)
-        row = {"key": rel.with_suffix("").as_posix(), "split": split, "audio_path": rel.as_posix(),
-               "sr": SAMPLE_RATE, "length": int(length), "label": label}  # fmt: skip
-        lines.append(json.dumps(row))
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if task == "multilabel":
-        _tags_file(out).write_text("\n".join(tags) + "\n", encoding="utf-8")
-    return out

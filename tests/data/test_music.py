@@ -11,7 +11,9 @@ import torch
 
 import petl_kit as pk
 from petl_kit.data import DatasetError, WaveformExtractor, load_dataset
-from petl_kit.data.music import load_music_manifest, write_music_manifest
+from petl_kit.data.music import load_music_manifest
+from petl_kit.data.music_build import main as build_main
+from petl_kit.data.music_build import write_music_manifest
 from petl_kit.data.segments import SegmentDataset, num_segments
 from petl_kit.music_tasks import KEY_CLASSES
 
@@ -196,3 +198,15 @@ def test_segments_read_the_right_spans_and_crops_vary_by_draw(music_root):
         splits.loaders(extractor, batch_size=2, train_crop=-1)
     with pytest.raises(ValueError, match="val_crop='center'.*segments"):
         splits.loaders(extractor, batch_size=2, val_crop="center")
+
+
+def test_manifest_command_line_builds_a_tempo_manifest(tmp_path, sine, write_wav, capsys):
+    write_wav("src/blues.00000.wav", sine(0.5, 22050), 22050)
+    (tmp_path / "t.csv").write_text("path,split,label\nblues.00000.wav,test,119.6\n")
+    args = [str(tmp_path / name) for name in ("t.csv", "src", "t.json")]
+    out = build_main([*args, "--task", "tempo", "--output-audio-dir", str(tmp_path / "audio")])
+    assert "wrote" in capsys.readouterr().out
+    splits = load_music_manifest(out, tmp_path / "audio", task="tempo")
+    assert splits.test[0].label == 120 and splits.test[0].meta["length"] == SR // 2
+    with pytest.raises(SystemExit):
+        build_main([str(tmp_path / "t.csv"), "src", "o.json", "--task", "chords"])
