@@ -14,6 +14,7 @@ from .data import load_dataset
 from .efficiency import count_parameters
 from .methods import get_method, list_methods, make_config, register_method
 from .model import PetlModel, build_model, load_trained, save_trained
+from .musicfm import MusicFMConfig, MusicFMModel, load_musicfm
 
 __all__ = [
     "FAMILIES",
@@ -26,8 +27,11 @@ __all__ = [
     "list_methods",
     "load_dataset",
     "load_backbone",
+    "load_musicfm",
     "load_trained",
     "make_config",
+    "MusicFMConfig",
+    "MusicFMModel",
     "register_method",
     "save_trained",
     "tiny_config",
@@ -63,3 +67,9 @@ __all__ += [
     "validate_params",
     "write_report",
 ]
+
+# Music: MERT-v1 folders, named method presets (the music paper's adapter and LoRA, ...).
+from .mert import load_mert  # noqa: E402
+from .methods.registry import list_presets, method_preset  # noqa: E402
+
+__all__ += ["list_presets", "load_mert", "method_preset"]
