@@ -110,6 +110,18 @@ def test_save_pretrained_round_trip(tiny_folder):
     assert again.petl_family == "musicfm"
 
 
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_frozen_batchnorm_statistics_follow_quirk_m6(train_mode, tiny_folder):
+    """M6: with frozen modules in train mode, BatchNorm statistics of the frozen front end and
+    conv modules move (the music reference); the corrected default keeps them."""
+    model = build("linear", tiny_folder, options={"frozen_modules_train_mode": train_mode})
+    stats = model.backbone.conv.conv[0].bn1.running_mean.clone()
+    model.train()(*wave_batch(1.0))
+    assert torch.equal(model.backbone.conv.conv[0].bn1.running_mean, stats) != train_mode
+    extractor = model.feature_extractor()  # raw 24 kHz waveform: MusicFM normalises its mel
+    assert extractor.sample_rate == SR and not extractor.normalize
+
+
 # --------------------------------------------------------------------------- published layout
 def layer0_keys() -> list[str]:
     """The layer-0 keys of spec §7.1 (layers 1-11 repeat them)."""
