@@ -222,6 +222,12 @@ class DatasetSplits:
             raise ValueError(f"val_crop={val_crop!r} is not valid; valid: {list(VAL_CROPS)}")
         pieces = {"train": ("crop", train_crop), "test": ("segments", eval_segment)}
         pieces["val"] = ("crop", train_crop) if val_crop == "random" else pieces["test"]
+        cached = self.cache if cache is None else cache
+        if cached and extractor.input_kind == "fbank" and (train_crop or eval_segment):
+            raise ValueError(
+                "train_crop / eval_segment cut waveforms, but the fbank cache holds whole-clip "
+                "features; pass cache=False"
+            )
         if spec_augment is not None and extractor.input_kind != "fbank":
             raise ValueError(
                 f"spec_augment works on fbank features; extractor {type(extractor).__name__} gives "

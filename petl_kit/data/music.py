@@ -5,6 +5,7 @@ Layout under ``data_path`` (the manifest may also sit in ``data_path`` itself)::
 
     metadata/mtat.json, mtat_clean.json    + MagnaTagATune/<audio_path>        tagging (50)
     metadata/mtg_top50.json                + mtg-jamendo-dataset/<audio_path>  tagging (50)
+    metadata/mtg_{genre,instrument,moodtheme}.json  + mtg-jamendo-dataset/  tagging (95/41/59)
     metadata/giantsteps_key_augmented.json + <audio_path>                      key (24)
     metadata/gtzan_tempo_augmented.json    + <audio_path>                      tempo (BPM)
     metadata/giantsteps_tempo.json         + <audio_path>                      tempo (BPM)
@@ -41,6 +42,9 @@ MUSIC_SETS = {
     "mtat": ("multilabel", "mtat.json", "MagnaTagATune"),
     "mtat_clean": ("multilabel", "mtat_clean.json", "MagnaTagATune"),
     "mtg_top50": ("multilabel", "mtg_top50.json", "mtg-jamendo-dataset"),
+    "mtg_genre": ("multilabel", "mtg_genre.json", "mtg-jamendo-dataset"),  # 95 tags
+    "mtg_instrument": ("multilabel", "mtg_instrument.json", "mtg-jamendo-dataset"),  # 41
+    "mtg_moodtheme": ("multilabel", "mtg_moodtheme.json", "mtg-jamendo-dataset"),  # 59
     "giantsteps_key": ("key", "giantsteps_key_augmented.json", ""),
     "gtzan_tempo": ("tempo", "gtzan_tempo_augmented.json", ""),
     "giantsteps_tempo": ("tempo", "giantsteps_tempo.json", ""),

@@ -210,3 +210,11 @@ def test_manifest_command_line_builds_a_tempo_manifest(tmp_path, sine, write_wav
     assert splits.test[0].label == 120 and splits.test[0].meta["length"] == SR // 2
     with pytest.raises(SystemExit):
         build_main([str(tmp_path / "t.csv"), "src", "o.json", "--task", "chords"])
+
+
+def test_fbank_cache_cannot_be_cropped(music_root):
+    splits = load_dataset("giantsteps_key", music_root)
+    fbank = pk.data.FbankExtractor(max_length=32)
+    with pytest.raises(ValueError, match="fbank cache holds whole-clip features"):
+        splits.loaders(fbank, batch_size=2, cache=True, eval_segment=5000)
+    assert {"mtg_genre", "mtg_instrument", "mtg_moodtheme"} <= set(pk.data.MUSIC_SETS)
