@@ -187,7 +187,7 @@ def histories(selected: pd.DataFrame, table: pd.DataFrame | None = None) -> dict
 def demo_experiment(
     experiment: str = "compare_demo",
     *,
-    methods=("linear", "bitfit", "lora", "adapter"),
+    methods=("linear", "bitfit", "lora"),
     seeds=(0, 1),
     epochs: int = 2,
     n_per_class: int = 6,
@@ -221,9 +221,15 @@ def demo_experiment(
 class Dashboard:
     """ipywidgets controls (``controls``: experiment, dataset, backbone, metric, cost) over the
     functions above. ``runs``, ``table`` and ``figures`` (``'pareto'``, ``'curves'``) hold what
-    is shown; display the dashboard itself in a notebook."""
+    is shown; display the dashboard itself in a notebook.
 
-    def __init__(self, experiment: str | None = None):
+    ``experiment`` defaults to the first one found; ``metric`` and ``cost`` (None: the first
+    choice) must be among the experiment's :func:`choices`.
+    """
+
+    def __init__(
+        self, experiment: str | None = None, *, metric: str | None = None, cost: str | None = None
+    ):
         import ipywidgets as w
 
         experiments = list_experiments()
@@ -247,6 +253,15 @@ class Dashboard:
         self.controls["experiment"].observe(lambda _: self._load(), names="value")
         for key in ("dataset", "backbone", "metric", "cost"):
             self.controls[key].observe(lambda _: self.refresh(), names="value")
+        for key, value in (("metric", metric), ("cost", cost)):
+            if value is not None:
+                if value not in self.controls[key].options:
+                    raise ValueError(
+                        f"{key} {value!r} is not in experiment "
+                        f"{self.controls['experiment'].value!r}; choices: "
+                        f"{list(self.controls[key].options)}"
+                    )
+                self.controls[key].value = value
         self.widget = w.VBox([
             w.HBox(list(self.controls.values())[:3]), w.HBox(list(self.controls.values())[3:]),
             self.outputs["table"], w.HBox([self.outputs["pareto"], self.outputs["curves"]]),

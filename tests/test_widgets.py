@@ -147,6 +147,10 @@ def test_dashboard_follows_its_controls(outputs):
 def test_dashboard_without_runs(tmp_path, monkeypatch, outputs):
     with pytest.raises(ValueError, match=r"'nope'.*experiments: \['exp_a', 'exp_b'\]"):
         Dashboard("nope")
+    with pytest.raises(ValueError, match=r"metric 'test_map' is not in experiment 'exp_a'"):
+        Dashboard("exp_a", metric="test_map")
+    dash = Dashboard("exp_b", metric="val_map", cost="gflops")
+    assert "val_map" in dash.table and dash.figures["pareto"].axes[0].get_xlabel() == "gflops"
     monkeypatch.setenv("PETL_KIT_OUTPUTS", str(tmp_path / "nothing"))
     dash = Dashboard()
     assert dash.controls["experiment"].options == () and dash.table.empty and not dash.figures
