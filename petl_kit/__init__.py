@@ -67,3 +67,9 @@ __all__ += [
     "validate_params",
     "write_report",
 ]
+
+# Music: MERT-v1 folders, named method presets (the music paper's adapter and LoRA, ...).
+from .mert import load_mert  # noqa: E402
+from .methods.registry import list_presets, method_preset  # noqa: E402
+
+__all__ += ["list_presets", "load_mert", "method_preset"]

@@ -42,8 +42,8 @@ from torch import nn
 from .. import anatomy
 from ..backbones import patch_grid
 from ..config import ConfigError, option
-from . import blocks
-from .registry import MethodConfig, MethodSpec, register_method
+from . import blocks, music_adapter
+from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
 PLACEMENTS = tuple(
     f"{loc}-{sp}-{ba}"
@@ -93,6 +93,12 @@ class AdapterConfig(MethodConfig):
     adapter_act: bottleneck activation, ``'gelu'`` (both profiles) or ``'relu'`` (R15).
     w2v_train_mask_emb: frame models leave ``masked_spec_embed`` trainable (unused; +768 in the
         ``backbone`` group, R24): True → False.
+    music_adapter_position: None (the PETL_AST layouts above) or the music reference's layout
+        (§11, :mod:`.music_adapter`): one ``u + f(u)`` bottleneck adapter at every sub-layer
+        (none on a conformer's conv module) and every per-block LayerNorm trainable, placed
+        ``'after_residual'`` (reference, M3) or on the ``'sublayer_output'`` (Houlsby; corrected).
+        It needs ``adapter_type='Houlsby'``, ``seq_or_par='sequential'``, ``apply_residual`` True
+        (or unset) and ``adapter_block='bottleneck'``; see preset ``'music_adapter'``.
     """
 
     reduction_rate: int | None = None
@@ -112,6 +118,7 @@ class AdapterConfig(MethodConfig):
     conformer_axis: Literal["sequence", "time_per_band"] = "sequence"
     adapter_act: Literal["gelu", "relu"] = "gelu"
     w2v_train_mask_emb: bool = option(True, False)
+    music_adapter_position: Literal["after_residual", "sublayer_output"] | None = None
 
     def __post_init__(self):
         def put(name, value):
@@ -167,6 +174,18 @@ class AdapterConfig(MethodConfig):
             put("apply_residual", None)
         elif self.apply_residual is None:
             put("apply_residual", self.seq_or_par == "sequential")
+        if self.music_adapter_position is not None:
+            wanted = dict(
+                adapter_type="Houlsby", seq_or_par="sequential", apply_residual=True,
+                adapter_block="bottleneck", placement=None, adapter_act="gelu",
+            )  # fmt: skip
+            wrong = {k: getattr(self, k) for k, v in wanted.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(
+                    f"{where}: music_adapter_position={self.music_adapter_position!r} is the music "
+                    f"layout (an u + f(u) bottleneck at every sub-layer); it needs {wanted}, got "
+                    f"{wrong} (pk.method_preset('music_adapter') gives a consistent config)"
+                )
 
     def bottleneck_size(self, hidden: int) -> int:
         """r for a backbone of width ``hidden`` (round-half-even, as the reference)."""
@@ -227,6 +246,8 @@ def sites(cfg: AdapterConfig) -> list[tuple[str, str, bool]]:
 def identity_at_init(cfg: AdapterConfig) -> bool:
     """A zero block (bottleneck/Convpass with a zero up-projection) in a layout that then
     returns ``y``: parallel without residual, sequential with residual, not 'before'."""
+    if cfg.music_adapter_position is not None:
+        return True  # W_up = 0 whatever adapter_init says (the music reference's own init)
     if not blocks.zero_at_init(cfg.adapter_block, cfg.adapter_init):
         return False
     return all(
@@ -247,6 +268,12 @@ def apply(model, cfg: AdapterConfig) -> None:
             "or give bottleneck"
         )
     is_ast = model.family == "ast"
+    if cfg.music_adapter_position is not None:
+        # LayerDrop and HF masking stay as the train-mode policy leaves them (M6 is an option)
+        music_adapter.apply_music_layout(model, cfg.music_adapter_position, r)
+        if getattr(backbone, "masked_spec_embed", None) is not None:
+            backbone.masked_spec_embed.requires_grad_(cfg.w2v_train_mask_emb)
+        return
     if cfg.conformer_axis == "time_per_band" and not is_ast:
         raise ConfigError("adapter conformer_axis='time_per_band' needs an AST patch grid")
     if not anat.pre_ln and any(mode == "parallel" and res for _, mode, res in sites(cfg)):
@@ -281,6 +308,11 @@ def apply(model, cfg: AdapterConfig) -> None:
     if is_ast:
         anatomy.final_norm(backbone).requires_grad_(True)
         return
+    _frame_model_settings(model, cfg)
+
+
+def _frame_model_settings(model, cfg: AdapterConfig) -> None:
+    backbone = model.backbone
     # frame models: the reference feeds the encoder itself (no SpecAugment masking) and keeps it
     # in eval mode (no LayerDrop); here the encoder holds trainable adapters, so switch both off
     backbone.config.apply_spec_augment = False
@@ -301,5 +333,20 @@ register_method(
         "Pfeiffer et al., EACL 2021",
         test_config={"reduction_rate": 8, "kernel_size": 3, "adapter_type": "Houlsby"},
         needs_grad_steps=2,
+    )
+)
+
+_MUSIC = dict(
+    adapter_type="Houlsby", seq_or_par="sequential", apply_residual=True,
+    adapter_block="bottleneck", bottleneck=16, adapter_init="zero_up", w2v_train_mask_emb=False,
+)  # fmt: skip
+register_preset(
+    MethodPreset(
+        name="music_adapter",
+        method="adapter",
+        reference=dict(_MUSIC, music_adapter_position="after_residual"),
+        corrected=dict(_MUSIC, music_adapter_position="sublayer_output"),
+        doc="music PETL adapter (§11): u + f(u) bottleneck 16 at every sub-layer + per-block "
+        "LayerNorms; MERT 6 layers: 322,752",
     )
 )

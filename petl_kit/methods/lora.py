@@ -46,9 +46,9 @@ from torch import nn
 from .. import anatomy
 from ..config import ConfigError, option
 from ._init import trunc_normal_
-from .registry import MethodConfig, MethodSpec, register_method
+from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
-TARGETS = ("q", "k", "v", "o")
+TARGETS = ("q", "k", "v", "o", "ffn_in", "ffn_out", "conv")
 _SPELLINGS = {
     "o_proj": "o",
     "out_proj": "o",
@@ -57,7 +57,12 @@ _SPELLINGS = {
     "query": "q",
     "key": "k",
     "value": "v",
+    "intermediate_dense": "ffn_in",
+    "fc1": "ffn_in",
+    "output_dense": "ffn_out",
+    "fc2": "ffn_out",
 }
+CONV_SITE = "conv"  # the conformer's convolution module (anatomy extra site)
 
 
 def _canonical_target(name: str) -> str:
@@ -74,12 +79,19 @@ def _canonical_target(name: str) -> str:
 class LoRAConfig(MethodConfig):
     """LoRA keys (design §4): ``reduction_rate`` or ``rank``, ``alpha``, ``targets``.
 
+    Beyond the attention projections, ``targets`` may name ``ffn_in`` / ``ffn_out`` (the FFN's
+    two Linears, on every FFN of a block: both of a conformer's macaron FFNs) and ``conv`` (the
+    pointwise, kernel-1 Conv1d layers of a conformer's conv module), as the music reference does
+    (§4.3; preset ``'music_lora'``: rank 2 on all of them with s = 1). ``conv`` adapts nothing
+    on blocks without a conv module (Transformers), so one config serves MERT and MusicFM.
+
     reduction_rate: RR, r = round(hidden / RR) (reference semantics). Default 64 when neither
         ``reduction_rate`` nor ``rank`` is given.
     rank: r given directly (exclusive with ``reduction_rate``).
     alpha: α of the scaling (8, the reference CLI default).
     targets: projections to adapt, any of q, k, v, o.
-    lora_scaling: R8, ``'alpha_over_rr'`` (reference) → ``'alpha_over_r'``.
+    lora_scaling: R8, ``'alpha_over_rr'`` (reference) → ``'alpha_over_r'``; ``'alpha'``: s = α
+        whatever the rank (the music reference's loralib scaling with α = 1, M4).
     lora_init: R4, ``'reference_effective'`` (A, B trunc-normal 0.02) → ``'zero_B'``.
     lora_variant: ``'separate'`` (one pair per target) or ``'shared_qk_legacy'`` (one pair per
         layer added to Q and K; pre-January-2024 reference code).
@@ -89,7 +101,9 @@ class LoRAConfig(MethodConfig):
     rank: int | None = None
     alpha: float = 8.0
     targets: tuple[str, ...] = ("q", "v")
-    lora_scaling: Literal["alpha_over_rr", "alpha_over_r"] = option("alpha_over_rr", "alpha_over_r")
+    lora_scaling: Literal["alpha_over_rr", "alpha_over_r", "alpha"] = option(
+        "alpha_over_rr", "alpha_over_r"
+    )
     lora_init: Literal["reference_effective", "zero_B"] = option("reference_effective", "zero_B")
     lora_variant: Literal["separate", "shared_qk_legacy"] = "separate"
 
@@ -108,13 +122,15 @@ class LoRAConfig(MethodConfig):
             c = _canonical_target(t)
             if c not in TARGETS:
                 raise ConfigError(
-                    f"lora method_config: unknown target {t!r}; valid targets: q, k, v, o "
-                    "(also Wq.. and q_proj/out_proj spellings)"
+                    f"lora method_config: unknown target {t!r}; valid targets: "
+                    f"{', '.join(TARGETS)} (also Wq.., q_proj/out_proj, fc1/fc2 spellings)"
                 )
             if c not in targets:
                 targets.append(c)
         if not targets:
-            raise ConfigError("lora method_config: targets is empty; choose from q, k, v, o")
+            raise ConfigError(
+                f"lora method_config: targets is empty; choose from {', '.join(TARGETS)}"
+            )
         targets = tuple(t for t in TARGETS if t in targets)
         if self.lora_variant == "shared_qk_legacy" and targets != ("q", "k"):
             raise ConfigError(
@@ -135,6 +151,8 @@ class LoRAConfig(MethodConfig):
                     f"lora method_config: reduction_rate {rr} gives rank round({hidden}/{rr}) = 0 "
                     f"on this {hidden}-wide backbone; use reduction_rate < {2 * hidden} or rank"
                 )
+        if self.lora_scaling == "alpha":
+            return r, self.alpha
         s = self.alpha / rr if self.lora_scaling == "alpha_over_rr" else self.alpha / r
         return r, s
 
@@ -219,10 +237,92 @@ class LoRALinear(nn.Module):
         )
 
 
+class LoRAConv1d(LoRALinear):
+    """A frozen kernel-1 ``Conv1d`` plus a low-rank update of its ``[out, in, 1]`` weight.
+
+    ``y = conv(x) + s · B(A(x))`` channel-wise, i.e. the conv with ``W + s · (B A)[..., None]``
+    (the music reference's ConvLoRA for k = 1; stride, padding and groups must be trivial).
+    Shapes: ``x [B, in, T] -> [B, out, T]``.
+    """
+
+    def __init__(self, base: nn.Conv1d, pair: LoRAPair, scaling: float):
+        if base.kernel_size != (1,) or base.groups != 1 or base.stride != (1,):
+            raise ValueError(f"LoRAConv1d needs a pointwise Conv1d (k=1, groups=1), got {base}")
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_channels, base.out_channels
+        self.weight, self.bias = base.weight, base.bias
+        self.petl_lora = pair
+        self.scaling = float(scaling)
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv1d(x, self.weight, self.bias)
+        if self.merged:
+            return y
+        return y + self.scaling * self.petl_lora(x.transpose(1, 2)).transpose(1, 2)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            delta = self.petl_lora.delta_weight()[..., None].to(self.weight.dtype)
+            self.weight.add_(self.scaling * delta)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            delta = self.petl_lora.delta_weight()[..., None].to(self.weight.dtype)
+            self.weight.sub_(self.scaling * delta)
+            self.merged = False
+
+    def unload(self) -> nn.Conv1d:
+        conv = nn.Conv1d(
+            self.in_features, self.out_features, 1, bias=self.bias is not None, device="meta"
+        )
+        conv.weight, conv.bias = self.weight, self.bias
+        return conv
+
+
+def _ffn_modules(layer, anat) -> list[nn.Module]:
+    """Every FFN of a block: the anatomy's FFN site, plus extra sites shaped like it (the
+    conformer's first macaron FFN)."""
+    found = [anatomy.sublayer(layer, anatomy.FFN, anat)]
+    for site in getattr(anat, "extra_sites", {}) or {}:
+        module = anatomy.sublayer(layer, site, anat)
+        if all(isinstance(getattr(module, a, None), nn.Linear) for a in anat.ffn_linears):
+            found.append(module)
+    return found
+
+
+def _conv_targets(layer, anat) -> list[tuple[nn.Module, str, nn.Conv1d]]:
+    """``(parent, attribute, conv)`` of the pointwise convs in the block's conv module (none
+    for blocks without one, so one music config serves MERT and MusicFM; counts show it)."""
+    if CONV_SITE not in (getattr(anat, "extra_sites", {}) or {}):
+        return []  # no conv module (Transformer blocks): nothing to adapt, as the music LoRA
+    module = anatomy.sublayer(layer, CONV_SITE, anat)
+    out = []
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Conv1d) and child.kernel_size == (1,) and child.groups == 1:
+            parent = anatomy.get_path(module, name.rpartition(".")[0]) if "." in name else module
+            out.append((parent, name.rpartition(".")[2], child))
+    return out
+
+
 def apply(model, cfg: LoRAConfig) -> None:
     backbone = model.backbone
     anat = anatomy.anatomy_of(backbone)
     rank, scaling = cfg.resolve(backbone.config.hidden_size)
+
+    def wrap(parent: nn.Module, attr: str, base: nn.Module, pair: LoRAPair | None = None):
+        if isinstance(base, LoRALinear):
+            raise ValueError(f"{attr} already carries LoRA")
+        if isinstance(base, nn.Conv1d):
+            pair = LoRAPair(base.in_channels, base.out_channels, rank, cfg.lora_init)
+            setattr(parent, attr, LoRAConv1d(base, pair, scaling))
+            return
+        pair = pair or LoRAPair(base.in_features, base.out_features, rank, cfg.lora_init)
+        setattr(parent, attr, LoRALinear(base, pair, scaling))
+
     for layer in anatomy.layers(backbone):
         attn = anatomy.sublayer(layer, anatomy.ATTENTION, anat)
         projs = anatomy.projections(layer, anat)
@@ -230,16 +330,15 @@ def apply(model, cfg: LoRAConfig) -> None:
         if cfg.lora_variant == "shared_qk_legacy":
             q = projs["q"]
             shared = LoRAPair(q.in_features, q.out_features, rank, cfg.lora_init)
-        for target in cfg.targets:
-            base = projs[target]
-            if isinstance(base, LoRALinear):
-                raise ValueError(f"{anat.projections[target]} already carries LoRA")
-            pair = (
-                shared
-                if shared is not None
-                else LoRAPair(base.in_features, base.out_features, rank, cfg.lora_init)
-            )
-            setattr(attn, anat.projections[target], LoRALinear(base, pair, scaling))
+        for target in (t for t in cfg.targets if t in projs):
+            wrap(attn, anat.projections[target], projs[target], shared)
+        for ffn in _ffn_modules(layer, anat):
+            for target, attr in zip(("ffn_in", "ffn_out"), anat.ffn_linears, strict=True):
+                if target in cfg.targets:
+                    wrap(ffn, attr, getattr(ffn, attr))
+        if "conv" in cfg.targets:
+            for parent, attr, conv in _conv_targets(layer, anat):
+                wrap(parent, attr, conv)
     norm = anatomy.final_norm(backbone)
     if model.family == "ast" and norm is not None:  # the reference AST wrapper trains it
         norm.requires_grad_(True)
@@ -256,5 +355,18 @@ register_method(
         paper="Hu et al., ICLR 2022 (LoRA); Cappellazzo et al., MLSP 2024 (PETL_AST)",
         test_config={"reduction_rate": 8},
         needs_grad_steps=2,
+    )
+)
+
+_MUSIC = dict(rank=2, targets=("q", "k", "v", "o", "ffn_in", "ffn_out", "conv"), lora_init="zero_B")
+register_preset(
+    MethodPreset(
+        name="music_lora",
+        method="lora",
+        # s = lora_alpha = 1 for every rank (M4) → s = α / r with α = r: also 1 at r = 2
+        reference=dict(_MUSIC, alpha=1.0, lora_scaling="alpha"),
+        corrected=dict(_MUSIC, alpha=2.0, lora_scaling="alpha_over_r"),
+        doc="music PETL LoRA (§4.3): rank 2 on q, k, v, o, the FFN Linears (and a conformer's "
+        "pointwise convs), s = 1; MERT 6 layers: 165,888",
     )
 )

@@ -101,3 +101,54 @@ def make_config(method: str, values: dict[str, Any] | None, profile: str = "corr
 def config_keys(method: str) -> list[str]:
     spec = get_method(method)
     return [f.name for f in dataclasses.fields(spec.config_cls) if f.name != "profile"]
+
+
+# --------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class MethodPreset:
+    """A named method configuration from a paper, per behaviour profile.
+
+    Attributes:
+        name: the preset's name (``'music_adapter'``).
+        method: the registered method it configures.
+        reference: ``method_config`` reproducing the published code (quirks included).
+        corrected: ``method_config`` of the corrected profile.
+        doc: one line for :func:`list_presets` and the README.
+    """
+
+    name: str
+    method: str
+    reference: dict
+    corrected: dict
+    doc: str = ""
+
+
+_PRESETS: dict[str, MethodPreset] = {}
+
+
+def register_preset(preset: MethodPreset) -> MethodPreset:
+    if preset.name in _PRESETS:
+        raise ValueError(f"preset {preset.name!r} is registered twice")
+    for profile in ("reference", "corrected"):  # a preset that cannot build is a bug here
+        make_config(preset.method, getattr(preset, profile), profile)
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+def list_presets() -> dict[str, str]:
+    """``{preset name: one-line description}`` of every registered preset."""
+    return {name: p.doc for name, p in _PRESETS.items()}
+
+
+def method_preset(name: str, profile: str = "corrected") -> dict[str, Any]:
+    """``{'method': ..., 'method_config': {...}}`` of preset ``name`` under ``profile``.
+
+    >>> pk.build_model("mert", num_classes=50, **pk.method_preset("music_lora"))
+    """
+    from ..config import check_profile
+
+    check_profile(profile)
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
+    preset = _PRESETS[name]
+    return {"method": preset.method, "method_config": dict(getattr(preset, profile))}
