@@ -73,3 +73,8 @@ from .mert import load_mert  # noqa: E402
 from .methods.registry import list_presets, method_preset  # noqa: E402
 
 __all__ += ["list_presets", "load_mert", "method_preset"]
+
+# Efficiency: FLOPs per example (the run ledger's measure) and Pareto fronts of runs.
+from .efficiency import flops_per_example, pareto_front  # noqa: E402
+
+__all__ += ["flops_per_example", "pareto_front"]
