@@ -21,6 +21,7 @@ from .backbones import get_family, load_backbone, tiny_config
 from .config import ConfigError, as_dict, build, check_profile, option
 from .heads import HEADS, LAYER_AGGREGATIONS, make_head
 from .methods import get_method, make_config
+from .metrics import TASKS as _METRIC_TASKS
 
 # token roles, used by pooling (prompt methods insert PROMPT tokens)
 CLS, DIST, PROMPT, PATCH = 0, 1, 2, 3
@@ -32,7 +33,7 @@ POOLINGS = {
     "SPEECH": (PATCH,),
     "PROMPTS+SPEECH": (PROMPT, PATCH),
 }
-TASKS = ("multiclass", "multilabel")
+TASKS = _METRIC_TASKS  # every task the metrics know (multiclass, multilabel, key, tempo)
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def build_model(
     """Build backbone + method + pooling + head (design §4).
 
     Args:
-        backbone: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'``.
+        backbone: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'`` | ``'mert'`` (see ``FAMILIES``).
         checkpoint: None (base config, random weights), HF id, local folder or ``'builtin:...'``.
         backbone_config: config overrides, or ``'tiny'`` for the family's tiny test config.
         num_classes: head outputs C.
