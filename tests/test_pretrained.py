@@ -86,3 +86,42 @@ def test_unknown_names_are_errors_listing_the_valid_ones(cache):
     with pytest.raises(ConfigError, match="unknown recipe key.*'epoch'.*valid keys"):
         pretrained.builtin_checkpoint("tiny-ast", recipe={"epoch": 1})
     assert not cache.exists() or not list(cache.iterdir())
+
+
+# tiny-mert: 2 chord clips per class (train / val / test fractions of 24 x 2), one epoch
+QUICK_MERT = {"n_per_class": 3, "epochs": 1, "batch_size": 24, "warmup_steps": 0}
+
+
+def test_tiny_mert_is_cached_and_reloads_as_a_mert_backbone(cache, monkeypatch):
+    folder = pretrained.builtin_checkpoint("tiny-mert", recipe=QUICK_MERT)
+    assert folder.name.startswith(f"tiny-mert-v{pretrained.BUILTINS['tiny-mert'].version}-")
+    info = json.loads((folder / "pretraining.json").read_text())
+    assert info["task"] == "synthetic_music chords" and len(info["classes"]) == 24
+    assert info["classes"][0] == "C:maj" and info["recipe"]["pooling"] == "ALL"
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "layerdrop", "mask_time_prob"):
+        assert config[key] == pretrained.TINY_MERT[key], key
+    assert tuple(config["conv_kernel"]) == pretrained.TINY_MERT["conv_kernel"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("pretrained a second time")
+
+    monkeypatch.setattr(pretrained, "pretrain", boom)
+    assert pretrained.builtin_checkpoint("tiny-mert", recipe=QUICK_MERT) == folder
+    # reloadable onto the mert family: the weights are the pretrained ones, bit for bit
+    model = pk.build_model(backbone="mert", checkpoint=str(folder), num_classes=24,
+                           method="linear", seed=0)  # fmt: skip
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "model.safetensors"))
+    state = model.backbone.state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+    assert model.backbone.petl_family == "mert"
+    assert model(torch.randn(2, 24000)).shape == (2, 24)
+    # every backbone weight moved in pretraining, the conv feature encoder included
+    fresh = pk.build_model(backbone="mert", backbone_config=dict(pretrained.TINY_MERT),
+                           num_classes=24, method="linear", seed=0)  # fmt: skip
+    fresh = fresh.backbone.state_dict()  # the same seeded init the pretraining started from
+    conv = "feature_extractor.conv_layers.0.conv.weight"
+    assert not torch.equal(state[conv], fresh[conv])
