@@ -312,6 +312,34 @@ def test_music_bitfit_counts(backbone, conv, count):
     assert counts["trainable"] - counts["groups"]["head"] == count
 
 
+@pytest.mark.parametrize("profile", ["reference", "corrected"])
+@pytest.mark.parametrize("preset,count,norms", [("music_adapter", 657_696, 49_152),
+                                                ("music_lora", 405_504, 0)])  # fmt: skip
+def test_music_preset_counts(preset, count, norms, profile):
+    """Spec §11 (3 adapters of b = 16 per layer + 4 LayerNorms) and §4.3 (rank 2 on q, k, v, out,
+    both FFNs and the conv module's pointwise convs), 6 layers, without the head."""
+    model = meta_model(
+        num_classes=50, encoder_depth=6, profile=profile, **pk.method_preset(preset, profile)
+    )
+    counts = pk.count_parameters(model)
+    assert counts["trainable"] - counts["groups"]["head"] == count
+    assert counts["groups"]["norms"] == norms
+
+
+@pytest.mark.parametrize("profile", ["reference", "corrected"])
+@pytest.mark.parametrize("preset", ["music_adapter", "music_lora"])
+def test_music_presets_train_on_the_conformer(preset, profile, tiny_folder):
+    """Identity at init (W_up = 0, B = 0); every trainable tensor gets a gradient."""
+    wave, mask = wave_batch(1.0)
+    kw = dict(backbone="musicfm", checkpoint=str(tiny_folder), num_classes=5, seed=1)
+    model = pk.build_model(profile=profile, **kw, **pk.method_preset(preset, profile)).eval()
+    probe = pk.build_model(profile=profile, method="linear", **kw).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(wave, mask), probe(wave, mask), atol=1e-5)
+    grads = steps(model, 3)
+    assert all(grads.values()), [n for n, g in grads.items() if not g]
+
+
 # --------------------------------------------------------------------------- every method
 def build(method, folder, **kw):
     spec = pk.get_method(method)
