@@ -129,8 +129,9 @@ _PRESETS: dict[str, MethodPreset] = {}
 def register_preset(preset: MethodPreset) -> MethodPreset:
     if preset.name in _PRESETS:
         raise ValueError(f"preset {preset.name!r} is registered twice")
-    for profile in ("reference", "corrected"):  # a preset that cannot build is a bug here
-        make_config(preset.method, getattr(preset, profile), profile)
+    if preset.method in _REGISTRY:  # a preset that cannot build is a bug (else checked on use)
+        for profile in ("reference", "corrected"):
+            make_config(preset.method, getattr(preset, profile), profile)
     _PRESETS[preset.name] = preset
     return preset
 
@@ -152,3 +153,16 @@ def method_preset(name: str, profile: str = "corrected") -> dict[str, Any]:
         raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
     preset = _PRESETS[name]
     return {"method": preset.method, "method_config": dict(getattr(preset, profile))}
+
+
+# the music paper's probing (its adapter and LoRA presets sit beside their methods)
+register_preset(
+    MethodPreset(
+        name="music_probe",
+        method="linear",
+        reference={"probe_final_ln": False},
+        corrected={"probe_final_ln": False},
+        doc="music PETL probing (§1.3): the head only (use head='mlp', encoder_depth=6 as the "
+        "reference; layer_aggregation='weighted_sum' for layer-wise probing)",
+    )
+)

@@ -211,3 +211,15 @@ def test_every_method_on_mert(method, layout, as_family, tmp_path):
     contract.test_save_load_round_trip(method, "mert", ckpts, tmp_path)
     if pk.get_method(method).merges:
         contract.test_merge_equals_unmerged(method, "mert", ckpts)
+
+
+def test_music_probe_trains_the_head_only_even_with_a_final_norm():
+    from petl_kit import mert
+
+    with torch.device("meta"):  # 330M layout: pre-LN, so it has a final LayerNorm
+        model = pk.build_model(
+            "mert", backbone_config=mert.MERT_V1_330M, num_classes=50, head="mlp",
+            encoder_depth=6, **method_preset("music_probe"),
+        )  # fmt: skip
+    counts = pk.count_parameters(model)
+    assert counts["trainable"] == counts["groups"]["head"] == 1024 * 1024 + 1024 + 1024 * 50 + 50
