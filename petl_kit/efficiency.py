@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -292,25 +293,40 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
     ``inference`` (:func:`inference_latency`, fp32, eval mode), ``merged``
     (:func:`merged_latency` for methods that merge, else None), their flat copies ``gflops``
     (forward, per example), ``method_mflops``, ``latency_ms`` (per example), ``merged_latency_ms``
-    and ``merged_agree`` (for tables of runs), and ``ledger_seconds`` (what measuring took).
+    and ``merged_agree`` (for tables of runs), ``errors`` and ``ledger_seconds`` (what measuring
+    took). A measurement that raises is left None, its error kept in ``errors`` (with a warning):
+    the run has trained, and its weights and metrics are still written.
     """
     from .methods import get_method
 
-    t0 = time.perf_counter()
+    t0, errors = time.perf_counter(), {}
+
+    def attempt(name, measure):
+        try:
+            return measure()
+        except Exception as err:  # a measurement must not fail a run that trained
+            errors[name] = f"{type(err).__name__}: {err}"
+            warnings.warn(f"efficiency ledger: {name} not measured ({errors[name]})", stacklevel=3)
+            return None
+
     device = next(model.parameters()).device
-    inputs, mask = ledger_batch(loaders, max_examples)
-    inputs, mask = inputs.to(device), None if mask is None else mask.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        # the FLOP-counting pass (and merged_latency's output check) warm up: no extra passes
-        flops = flops_per_example(model, inputs, mask)
-        latency = inference_latency(model, inputs, mask, repeats=repeats, warmup=0)
-        merged = None
-        if getattr(model, "method", None) and get_method(model.method).merges:
-            merged = merged_latency(model, inputs, mask, repeats=repeats, warmup=0)
-    finally:
-        model.train(was_training)
+    batch = attempt("batch", lambda: ledger_batch(loaders, max_examples))
+    flops = latency = merged = None
+    if batch is not None:
+        inputs, mask = batch[0].to(device), None if batch[1] is None else batch[1].to(device)
+        was_training = model.training
+        model.eval()
+        try:
+            # the FLOP-counting pass (and merged_latency's output check) warm up: no extra passes
+            flops = attempt("flops", lambda: flops_per_example(model, inputs, mask))
+            latency = attempt("inference", lambda: inference_latency(
+                model, inputs, mask, repeats=repeats, warmup=0))  # fmt: skip
+            if getattr(model, "method", None) and get_method(model.method).merges:
+                merged = attempt("merged", lambda: merged_latency(
+                    model, inputs, mask, repeats=repeats, warmup=0))  # fmt: skip
+        finally:
+            model.train(was_training)
+    flops_, latency_, merged_ = flops or {}, latency or {}, merged or {}
     return {
         "parameters": count_parameters(model), "stored_bytes": stored_bytes(model),
         "flops_per_example": flops, "train_seconds": fit.train_seconds,
@@ -319,11 +335,12 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
         "peak_memory_kind": fit.peak_memory_kind, "device": fit.device, "inference": latency,
         "merged": merged,
         # flat copies, so tables of runs get them as columns
-        "gflops": flops["total"] / 1e9, "method_mflops": flops["method"] / 1e6,
-        "latency_ms": latency["ms_per_example"],
-        "merged_latency_ms": None if merged is None else merged["ms_per_example"],
-        "merged_agree": None if merged is None else merged["outputs_agree"],
-        "ledger_seconds": time.perf_counter() - t0,
+        "gflops": flops_["total"] / 1e9 if flops else None,
+        "method_mflops": flops_["method"] / 1e6 if flops else None,
+        "latency_ms": latency_.get("ms_per_example"),
+        "merged_latency_ms": merged_.get("ms_per_example"),
+        "merged_agree": merged_.get("outputs_agree"),
+        "errors": errors, "ledger_seconds": time.perf_counter() - t0,
     }  # fmt: skip
 
 

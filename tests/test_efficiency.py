@@ -120,7 +120,24 @@ def test_run_ledger_fields(method, family):
         assert ledger["merged_agree"] is True and ledger["merged_latency_ms"] > 0
     else:
         assert ledger["merged"] is None and ledger["merged_latency_ms"] is None
+    assert ledger["errors"] == {}
     json.dumps(ledger)  # plain JSON
+
+
+def test_run_ledger_keeps_going_when_a_measure_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no formula for this op")
+
+    monkeypatch.setattr(efficiency, "flops_per_example", broken)
+    model = _model("bitfit")
+    with pytest.warns(UserWarning, match="flops not measured"):
+        ledger = efficiency.run_ledger(model, FIT, _loaders(), repeats=1)
+    assert ledger["errors"] == {"flops": "RuntimeError: no formula for this op"}
+    assert ledger["flops_per_example"] is None and ledger["gflops"] is None
+    assert ledger["latency_ms"] > 0 and ledger["stored_bytes"] > 0
+    with pytest.warns(UserWarning, match="batch not measured"):
+        ledger = efficiency.run_ledger(model, FIT, {"train": []})
+    assert set(ledger["errors"]) == {"batch"} and ledger["inference"] is None
 
 
 def test_ledger_batch_falls_back_and_fails_clearly():
