@@ -10,7 +10,7 @@ The widgets only wire controls to the plain functions below, which are what the 
     options = choices(runs)                         # {'dataset': [...], 'metric': [...], ...}
     chosen = select_runs(runs, dataset="synthetic", backbone=ALL)
     table = compare_table(chosen, "test_accuracy", cost="trainable_params")
-    curves = histories(chosen, table)               # {label: history DataFrame}
+    curves = histories(chosen)                      # {label: history DataFrame}
 
     dash = Dashboard("quickstart")                  # in a notebook: display(dash)
     dash.controls["metric"].value = "val_accuracy"  # the table and figures follow
@@ -105,11 +105,15 @@ def choices(runs: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def select_runs(runs: pd.DataFrame, *, dataset: str = ALL, backbone: str = ALL) -> pd.DataFrame:
-    """Completed runs of the chosen dataset and backbone (``ALL``: any)."""
+    """Completed runs of the chosen dataset and backbone (``ALL``: any). A rerun of one setting
+    with the same seed (fold, episode) replaces the earlier run, as in the report."""
     done = _completed(runs)
     for col, value in (("dataset", dataset), ("backbone", backbone)):
         if value != ALL:
             done = done[done[col].astype(str) == value] if col in done else done.iloc[:0]
+    same = [c for c in ("name", "config", "seed", "fold", "episode") if c in done]
+    if not done.empty and same:
+        done = done.sort_values("run_id").drop_duplicates(same, keep="last").sort_index()
     return done.reset_index(drop=True)
 
 
@@ -164,7 +168,7 @@ def curve_column(metric: str, columns) -> str | None:
     return next((c for c in (f"val_{base}", f"train_{base}") if c in columns), None)
 
 
-def histories(selected: pd.DataFrame, table: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def histories(selected: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """``{label: history}`` of every selected run with a ``history.csv``: the setting's label
     (:func:`compare_table`), then ``seed`` / ``fold`` when a setting has several runs."""
     if selected.empty:

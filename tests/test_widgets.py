@@ -47,6 +47,7 @@ def outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("PETL_KIT_OUTPUTS", str(root))
     write_run(root, "exp_a", "lora", seed=0, trainable=5000, score=0.8, gflops=1.1)
     write_run(root, "exp_a", "lora", seed=1, trainable=5000, score=0.9, gflops=1.1)
+    write_run(root, "exp_a", "lora", seed=1, trainable=5000, score=0.1, stamp="20251231-000000")
     write_run(root, "exp_a", "bitfit", trainable=1000, score=0.7, gflops=1.0, nested_ledger=True)
     write_run(root, "exp_a", "adapter", trainable=6000, score=0.75, gflops=1.2)
     write_run(root, "exp_a", "linear", dataset="esc50", backbone="wav2vec2", trainable=100,
@@ -62,7 +63,7 @@ def outputs(tmp_path, monkeypatch):
 def test_experiments_and_choices(outputs):
     assert widgets.list_experiments() == ["exp_a", "exp_b"]  # 'empty' holds no run
     runs = widgets.load_runs("exp_a")
-    assert len(runs) == 6
+    assert len(runs) == 7
     assert runs.set_index("name").loc["bitfit", "gflops"] == pytest.approx(1.0)  # nested ledger
     options = widgets.choices(runs)
     assert options["dataset"] == [ALL, "esc50", "synthetic"]
@@ -75,7 +76,8 @@ def test_experiments_and_choices(outputs):
 def test_select_and_compare_table(outputs):
     runs = widgets.load_runs("exp_a")
     chosen = widgets.select_runs(runs, dataset="synthetic")
-    assert sorted(chosen["name"]) == ["adapter", "bitfit", "lora", "lora"]  # failed run left out
+    # the failed run and the earlier lora seed-1 run (rerun since) are left out
+    assert sorted(chosen["name"]) == ["adapter", "bitfit", "lora", "lora"]
     assert widgets.select_runs(runs, dataset="synthetic", backbone="wav2vec2").empty
     table = widgets.compare_table(chosen, "test_accuracy")
     assert table["method"].tolist() == ["bitfit", "lora", "adapter"]  # by trainable params
