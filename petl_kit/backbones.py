@@ -239,7 +239,7 @@ def load_backbone(
     _check_overrides(fam, overrides)
     if checkpoint is None:
         model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
-    elif fam.name == "musicfm" and Path(checkpoint).expanduser().is_file():
+    elif fam.name == "musicfm" and _musicfm.is_checkpoint_file(checkpoint):
         model = _musicfm.load_musicfm(checkpoint, **overrides)  # a published .pt / .safetensors
     else:
         ckpt = resolve_checkpoint(checkpoint)

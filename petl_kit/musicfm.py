@@ -22,7 +22,10 @@ is ``hidden_states[-1]`` of a 6-layer model, while index 6 of the 12-layer model
 (un-normalised) layer-6 output.
 
 Published checkpoints load with :func:`load_musicfm` (strict; M9: all 12 layers load, then the
-encoder is sliced to the requested depth).
+encoder is sliced to the requested depth). The music reference's other MusicFM quirks: M7
+(attention dropout at evaluation) is ``MusicFMConfig.eval_attention_dropout``; M6 (BatchNorm
+statistics updated in frozen modules) follows ``build_model(options={"frozen_modules_train_mode":
+True})``. How the kit's methods reach a conformer block is in :mod:`petl_kit.anatomy`.
 """
 
 from __future__ import annotations
@@ -247,6 +250,12 @@ LEGACY_NAMES = {
     ),
 }
 TORCH_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
+
+
+def is_checkpoint_file(checkpoint: str | os.PathLike) -> bool:
+    """A checkpoint file (existing, or named like one) rather than a folder or a hub id."""
+    path = Path(checkpoint).expanduser()
+    return path.is_file() or path.suffix in (*TORCH_SUFFIXES, ".safetensors")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

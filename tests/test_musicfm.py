@@ -255,7 +255,7 @@ def test_missing_unexpected_and_bad_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"\.safetensors"):
         load_musicfm(tmp_path / "m.npz")
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_musicfm(tmp_path / "absent.pt")
+        load_backbone("musicfm", str(tmp_path / "absent.pt"))
     with pytest.raises(CheckpointError, match="num_hidden_layers=5"):
         load_musicfm(path, **tiny_config("musicfm", num_hidden_layers=5))
 
