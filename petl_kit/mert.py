@@ -174,10 +174,13 @@ def load_mert(
         unexpected = []  # M10: built without masking, the checkpoint's mask embedding is unused
         state.pop(MASK_EMBED)
     if missing or unexpected:
+        hint = ""
+        if unexpected and all(k.startswith("encoder.layers.") for k in unexpected):
+            hint = "; to keep fewer blocks, load them all and pass build_model(encoder_depth=N)"
         raise MertCheckpointError(
             f"{weights} does not fit the MERT/HuBERT model of {config_file}: "
             f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
-            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}{hint}"
         )
     shapes = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(model.state_dict()[k].shape)}"

@@ -184,3 +184,8 @@ def test_truncated_published_checkpoint_is_sliced_after_loading(published):
     with torch.no_grad():
         want = full(x, output_hidden_states=True).hidden_states[1]
         assert torch.allclose(cut.encode(x)[0], want, atol=1e-6)
+
+
+def test_fewer_layers_by_config_points_to_encoder_depth(published):
+    with pytest.raises(MertCheckpointError, match="unexpected keys.*build_model.encoder_depth"):
+        load_backbone("mert", str(published), {"num_hidden_layers": 1})
