@@ -1,11 +1,13 @@
 """Built-in generated music: key, tempo and tagging tasks with exact labels; 24 kHz mono, numpy.
 
-* ``key`` (24 classes, index = pitch_class + 12 * mode, C = 0, major 0-11, minor 12-23, as
-  GiantSteps in the music reference): a chord progression that starts and ends on the tonic
-  triad, a bass on the chord roots and, in most clips, a scale run or a diatonic melody from the
-  tonic, all from the key's scale (natural minor, so relative keys share their notes and only the
-  tonal centre tells them apart). Timbre (partials, spectral tilt, envelope) and register vary.
-* ``tempo`` (integer BPM labels, classes = 300 one-BPM bins as the reference's tempo head): drum
+* ``key`` (task ``"key"``, 24 classes ``music_tasks.KEY_CLASSES``: index = pitch_class + 12 *
+  mode, C = 0, major 0-11, minor 12-23, as GiantSteps in the music reference): a chord
+  progression that starts and ends on the tonic triad, a bass on the chord roots and, in most
+  clips, a scale run or a diatonic melody from the tonic, all from the key's scale (natural
+  minor, so relative keys share their notes and only the tonal centre tells them apart). Timbre
+  (partials, spectral tilt, envelope) and register vary.
+* ``tempo`` (task ``"tempo"``: integer BPM labels over the 300 one-BPM bins of the reference's
+  tempo head, ``music_tasks.TEMPO_CLASSES``): drum
   patterns with an onset on every beat (four-on-the-floor kick, or kick/snare backbeat), hi-hats
   on eighths or sixteenths, a random phase and a little pitched accompaniment. Beat times are in
   ``meta['beats']``; their spacing is exactly 60 / BPM.
@@ -25,6 +27,7 @@ from functools import partial
 
 import numpy as np
 
+from ..music_tasks import KEY_CLASSES, TEMPO_BINS, TEMPO_CLASSES
 from .base import Clip, DatasetSplits, stratified_split
 
 __all__ = [
@@ -37,10 +40,7 @@ __all__ = [
 ]
 
 PITCH_NAMES = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]
-KEY_CLASSES = [f"{p} major" for p in PITCH_NAMES] + [f"{p} minor" for p in PITCH_NAMES]
 CHORD_CLASSES = [f"{p}:maj" for p in PITCH_NAMES] + [f"{p}:min" for p in PITCH_NAMES]
-TEMPO_BINS = 300  # the reference's tempo head: a softmax over 0..299 BPM
-TEMPO_CLASSES = [f"{b} BPM" for b in range(TEMPO_BINS)]
 TAG_CLASSES = ["drums", "bass", "piano", "strings", "organ", "flute", "guitar", "voice"]
 SCALES = {0: (0, 2, 4, 5, 7, 9, 11), 1: (0, 2, 3, 5, 7, 8, 10)}  # major, natural minor
 MUSIC_TASKS = ("key", "tempo", "tags", "chords")
@@ -298,8 +298,9 @@ def make_synthetic_music(
     Returns:
         DatasetSplits at ``sample_rate``; clips are float32 ``[clip_seconds * sample_rate]`` with
         ``meta = {"id", "index", ...}`` (key: tonic, mode, notes; tempo: bpm, beats; tags: tags).
-        Task "multiclass" (key, tempo, chords) or "multilabel" (tags); tempo labels are the BPM
-        itself over 300 one-BPM classes.
+        Task "key", "tempo" (labels are the BPM itself over 300 one-BPM classes), "multilabel"
+        (tags) or "multiclass" (chords), so the music metrics (MIREX key score, tempo Acc1/Acc2,
+        mAP) apply.
     """
     if task not in MUSIC_TASKS:
         raise ValueError(f"unknown synthetic music task {task!r}; valid: {list(MUSIC_TASKS)}")
@@ -338,8 +339,8 @@ def make_synthetic_music(
     train, val, test = stratified_split(strata, val_fraction, test_fraction, seed)
     return DatasetSplits(
         name=f"synthetic_{task}",
-        classes=list(classes),
-        task="multilabel" if task == "tags" else "multiclass",
+        classes=list(classes),  # fresh lists: callers may extend their copy
+        task={"tags": "multilabel", "chords": "multiclass"}.get(task, task),
         train=[clips[i] for i in train],
         val=[clips[i] for i in val],
         test=[clips[i] for i in test],
