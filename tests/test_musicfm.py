@@ -314,10 +314,12 @@ def test_music_bitfit_counts(backbone, conv, count):
 
 @pytest.mark.parametrize("profile", ["reference", "corrected"])
 @pytest.mark.parametrize("preset,count,norms", [("music_adapter", 657_696, 49_152),
-                                                ("music_lora", 405_504, 0)])  # fmt: skip
+                                                ("music_lora", 405_504, 0),
+                                                ("music_prefix", 9_649_152, 0)])  # fmt: skip
 def test_music_preset_counts(preset, count, norms, profile):
-    """Spec §11 (3 adapters of b = 16 per layer + 4 LayerNorms) and §4.3 (rank 2 on q, k, v, out,
-    both FFNs and the conv module's pointwise convs), 6 layers, without the head."""
+    """Spec §11 (3 adapters of b = 16 per layer + 4 LayerNorms), §4.3 (rank 2 on q, k, v, out,
+    both FFNs and the conv module's pointwise convs) and §5.2 (32 + 32 reparameterised prefix
+    tokens per layer), 6 layers, without the head."""
     model = meta_model(
         num_classes=50, encoder_depth=6, profile=profile, **pk.method_preset(preset, profile)
     )
@@ -428,6 +430,7 @@ def test_method_contract(method, tiny_folder, tmp_path):
 VARIANTS = [
     ("prompt_tuning", {"num_prompts": 3, "deep": False}),
     ("lora", {"rank": 2, "targets": "q,k,v,o"}),
+    ("prefix_tuning", {"num_tokens": 4, "prefix_hidden": 8}),
     ("bitfit", {"bitfit_scope": "all_biases"}),
     *[("adapter", {"reduction_rate": 8, "placement": p}) for p in adapter.PLACEMENTS],
     *[

@@ -21,6 +21,13 @@ Init: U(−v, v), v = √(6 / (3·16·16 + D)) = 0.0625 on AST base (bare parame
 alone). No reparameterisation MLP, no dropout.
 Trainable: prefixes + head (+ final LN on AST, as the reference wrapper).
 Count (AST base) = 12 · P · 768 = 9,216 · P (+ 1,536 + head); P = 24 → 221,184.
+
+``prefix_hidden`` = h switches on Li & Liang's reparameterisation, as the music reference's
+(unwired) prefix (spec §5.2; preset ``'music_prefix'``: P = 64, h = 512): per block
+``control(wte)`` with ``wte`` = Embedding(P/2, D) (N(0, 1)) and ``control`` = Linear(D, h) → Tanh →
+Linear(h, 2D), split into P/2 key and P/2 value vectors. Queries are untouched, so on MusicFM's
+rotary conformer the prefix keys get no rotary embedding (kit decision). Count per block
+(P/2)·D + (D·h + h) + (2D·h + 2D): MERT-95M 6 layers 7,237,632, MusicFM 6 layers 9,649,152.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .. import anatomy
 from ..config import ConfigError
 from ._init import vpt_uniform_bound
-from .registry import MethodConfig, MethodSpec, register_method
+from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
 ATTN_IMPLEMENTATION = "petl_prefix"
 
@@ -46,9 +53,12 @@ class PrefixTuningConfig(MethodConfig):
     """Prefix-tuning keys (design §4).
 
     num_tokens: P, even: P/2 key and P/2 value vectors per block (reference default 24).
+    prefix_hidden: width h of the reparameterisation MLP (music reference 512), or None to learn
+        the key/value vectors directly (PETL_AST).
     """
 
     num_tokens: int = 24
+    prefix_hidden: int | None = None
 
     def __post_init__(self):
         if self.num_tokens < 2 or self.num_tokens % 2:
@@ -56,6 +66,27 @@ class PrefixTuningConfig(MethodConfig):
                 f"prefix_tuning method_config: num_tokens = {self.num_tokens}; expected an even "
                 "int >= 2 (P/2 key + P/2 value vectors)"
             )
+        if self.prefix_hidden is not None and self.prefix_hidden < 1:
+            raise ConfigError(
+                f"prefix_tuning method_config: prefix_hidden = {self.prefix_hidden}; expected an "
+                "int >= 1 or None"
+            )
+
+
+class PrefixMLP(nn.Module):
+    """Reparameterised prefix: ``() -> (keys [n, D], values [n, D])`` = ``control(wte)`` split.
+
+    ``wte``: Embedding(n, D), N(0, 1); ``control``: Linear(D, h) → Tanh → Linear(h, 2D).
+    """
+
+    def __init__(self, n: int, dim: int, hidden: int):
+        super().__init__()
+        self.wte = nn.Embedding(n, dim)
+        self.control = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * dim))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.control(self.wte.weight).chunk(2, dim=-1)  # [n, 2D] -> 2 × [n, D]
+        return keys, values
 
 
 def _heads(prefix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -76,11 +107,16 @@ def prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwa
         ``P/2 + Tk``; with no ``petl_prefix_k`` on ``module`` (or a zero-length one) the call is
         passed through unchanged.
     """
-    prefix_k = getattr(module, "petl_prefix_k", None)
+    mlp = getattr(module, "petl_prefix_mlp", None)
+    if mlp is not None:
+        prefix_k, prefix_v = mlp()
+    else:
+        prefix_k = getattr(module, "petl_prefix_k", None)
+        prefix_v = getattr(module, "petl_prefix_v", None)
     if prefix_k is not None and prefix_k.shape[0] > 0:
         n = prefix_k.shape[0]
         key = torch.cat([_heads(prefix_k, key), key], dim=2)
-        value = torch.cat([_heads(module.petl_prefix_v, value), value], dim=2)
+        value = torch.cat([_heads(prefix_v, value), value], dim=2)
         if attention_mask is not None:
             if not isinstance(attention_mask, torch.Tensor):
                 raise TypeError(
@@ -107,6 +143,9 @@ def apply(model, cfg: PrefixTuningConfig) -> None:
     half = cfg.num_tokens // 2
     for layer in anatomy.layers(backbone):
         attn = anatomy.sublayer(layer, anatomy.ATTENTION, anat)
+        if cfg.prefix_hidden is not None:
+            attn.petl_prefix_mlp = PrefixMLP(half, hidden, cfg.prefix_hidden)
+            continue
         attn.petl_prefix_k = nn.Parameter(torch.empty(half, hidden).uniform_(-bound, bound))
         attn.petl_prefix_v = nn.Parameter(torch.empty(half, hidden).uniform_(-bound, bound))
     backbone.set_attn_implementation(ATTN_IMPLEMENTATION)
@@ -125,5 +164,17 @@ register_method(
         identity_at_init=lambda cfg: False,
         paper="Li & Liang, ACL 2021; Cappellazzo et al., MLSP 2024 (PETL_AST)",
         test_config={"num_tokens": 4},
+    )
+)
+
+_MUSIC = dict(num_tokens=64, prefix_hidden=512)
+register_preset(
+    MethodPreset(
+        name="music_prefix",
+        method="prefix_tuning",
+        reference=_MUSIC,
+        corrected=_MUSIC,
+        doc="music PETL prefix (§5.2): 32 key + 32 value tokens per layer from Embedding(32, D) "
+        "→ Linear(D, 512) → Tanh → Linear(512, 2D); MusicFM 6 layers: 9,649,152",
     )
 )
