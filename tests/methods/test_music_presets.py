@@ -223,3 +223,54 @@ def test_music_probe_trains_the_head_only_even_with_a_final_norm():
         )  # fmt: skip
     counts = pk.count_parameters(model)
     assert counts["trainable"] == counts["groups"]["head"] == 1024 * 1024 + 1024 + 1024 * 50 + 50
+
+
+@pytest.mark.parametrize("position", ["after_residual", "sublayer_output"])
+def test_music_adapter_on_the_conformer_respects_the_half_steps(position):
+    """MusicFM block (§11): adapters at ffn1, attention and ffn2 (the FFN outputs enter the
+    stream scaled by 0.5), none on the conv module."""
+    profile = "reference" if position == "after_residual" else "corrected"
+    model = pk.build_model(
+        "musicfm", backbone_config="tiny", num_classes=3, seed=0, profile=profile,
+        **method_preset("music_adapter", profile),
+    ).eval()  # fmt: skip
+    _randomise_adapters(model)
+    layer = anatomy.layers(model.backbone)[0]
+    assert not hasattr(layer.conv_module, "petl_adapter")
+    seen = {}
+
+    def record(module, args, kwargs, out):
+        seen.update(x=args[0] if args else kwargs["hidden_states"], kw=kwargs, out=out)
+
+    layer.register_forward_hook(record, with_kwargs=True)
+    with torch.no_grad():
+        model(torch.randn(1, 24000))
+        x, kw = seen["x"], seen["kw"]
+        out = seen["out"][0] if isinstance(seen["out"], tuple) else seen["out"]
+
+        def ln(module):
+            return lambda t: nn.functional.layer_norm(
+                t, (t.shape[-1],), module.weight, module.bias, module.eps
+            )
+
+        f1, fa, f2 = layer.ffn1.petl_adapter, layer.self_attn.petl_adapter, layer.ffn2.petl_adapter
+        if position == "after_residual":
+            h = x + 0.5 * layer.ffn1.inner(ln(layer.ffn1_layer_norm)(x))
+            h = h + f1(h)
+        else:
+            y = layer.ffn1.inner(ln(layer.ffn1_layer_norm)(x))
+            h = x + 0.5 * (y + f1(y))
+        a = layer.self_attn.inner(
+            hidden_states=ln(layer.self_attn_layer_norm)(h),
+            attention_mask=kw.get("attention_mask"),
+            relative_position_embeddings=kw.get("relative_position_embeddings"),
+        )[0]
+        h = _adapt(position, h, a, fa)
+        h = h + layer.conv_module(h)
+        y = layer.ffn2.inner(ln(layer.ffn2_layer_norm)(h))
+        if position == "after_residual":
+            h = (h + 0.5 * y) + f2(h + 0.5 * y)
+        else:
+            h = h + 0.5 * (y + f2(y))
+        want = ln(layer.final_layer_norm)(h)
+    assert torch.allclose(out, want, atol=1e-5)
