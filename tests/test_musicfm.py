@@ -271,6 +271,10 @@ def test_full_model_counts():
         full = MusicFMModel(MusicFMConfig())
     n = sum(p.numel() for p in full.parameters())
     assert n + 1024 + (4096 * 1024 + 4096) == 328_932_480  # + CLS token + codebook linear
+    # with buffers, as spec §7.1 lists the file: + mel window and filterbank + quantizer
+    values = sum(v.numel() for k, v in full.state_dict().items() if not k.startswith("mel."))
+    pretraining = 1024 + 4096 * 1024 + 4096 + 2048 + 1025 * 128 + 512 * 16 + 4096 * 16
+    assert values + pretraining == 329_170_226
     pos_conv = sum(p.numel() for p in full.conformer.pos_conv_embed.parameters())
     assert pos_conv == 8_389_760
     ft = meta_model(
