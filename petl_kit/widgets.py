@@ -18,6 +18,7 @@ The widgets only wire controls to the plain functions below, which are what the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -33,12 +34,20 @@ _LEDGER = ("gflops", "method_mflops", "latency_ms", "merged_latency_ms", "merged
 
 
 # ---------------------------------------------------------------------------- the logic
-def list_experiments() -> list[str]:
-    """Experiments under ``<outputs>`` that hold at least one run folder, sorted."""
+def list_experiments(*, completed: bool = False) -> list[str]:
+    """Experiments under ``<outputs>`` that hold at least one run folder (``completed``: one
+    completed run), sorted."""
     root = outputs_root()
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*/metrics.json")))
+
+    def keep(folder: Path) -> bool:
+        runs = folder.glob("*/metrics.json")
+        if not completed:
+            return any(True for _ in runs)
+        return any((read_json(m) or {}).get("status") == "completed" for m in runs)
+
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and keep(d))
 
 
 def ledger_columns(ledger: dict) -> dict:
@@ -117,15 +126,30 @@ def select_runs(runs: pd.DataFrame, *, dataset: str = ALL, backbone: str = ALL) 
     return done.reset_index(drop=True)
 
 
+def _config(text) -> dict:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _labels(runs: pd.DataFrame) -> pd.Series:
-    """One label per setting (``name`` + ``config``): the run name, numbered when two settings
-    share it (``lora``, ``lora (2)``)."""
+    """One label per setting (``name`` + ``config``): the run name, followed by the parameters
+    that tell apart settings sharing it (``lora (lr=0.01)``, ``lora (lr=0.001)``); numbered
+    (``lora (2)``) when the params do not say."""
     configs = runs["config"] if "config" in runs else pd.Series("", index=runs.index)
     keys = list(zip(runs["name"].astype(str), configs.astype(str), strict=True))
-    labels, seen = {}, {}
+    by_name: dict[str, list[str]] = {}
     for name, config in dict.fromkeys(keys):
-        seen[name] = seen.get(name, 0) + 1
-        labels[name, config] = name if seen[name] == 1 else f"{name} ({seen[name]})"
+        by_name.setdefault(name, []).append(config)
+    labels = {}
+    for name, texts in by_name.items():
+        parsed = [_config(t) for t in texts]
+        differ = sorted({k for p in parsed for k in p if any(q.get(k) != p.get(k) for q in parsed)})
+        for i, (text, p) in enumerate(zip(texts, parsed, strict=True)):
+            extra = ", ".join(f"{k}={p.get(k)}" for k in differ if k not in ("name", "method"))
+            labels[name, text] = f"{name} ({extra or i + 1})" if len(texts) > 1 else name
     return pd.Series([labels[k] for k in keys], index=runs.index)
 
 
@@ -227,8 +251,8 @@ class Dashboard:
     functions above. ``runs``, ``table`` and ``figures`` (``'pareto'``, ``'curves'``) hold what
     is shown; display the dashboard itself in a notebook.
 
-    ``experiment`` defaults to the first one found; ``metric`` and ``cost`` (None: the first
-    choice) must be among the experiment's :func:`choices`.
+    ``experiment`` defaults to the first one with a completed run; ``metric`` and ``cost`` (None:
+    the first choice) must be among the experiment's :func:`choices`.
     """
 
     def __init__(
@@ -251,8 +275,9 @@ class Dashboard:
         self.outputs = {k: w.Output() for k in ("table", "pareto", "curves")}
         self.runs, self.table, self.figures = pd.DataFrame(), pd.DataFrame(), {}
         self._busy = False
-        if experiments:
-            self.controls["experiment"].value = experiment or experiments[0]
+        if experiments:  # default: the first experiment with a completed run
+            done = list_experiments(completed=True)
+            self.controls["experiment"].value = experiment or (done or experiments)[0]
         self._load()
         self.controls["experiment"].observe(lambda _: self._load(), names="value")
         for key in ("dataset", "backbone", "metric", "cost"):

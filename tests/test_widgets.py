@@ -62,6 +62,10 @@ def outputs(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- the logic
 def test_experiments_and_choices(outputs):
     assert widgets.list_experiments() == ["exp_a", "exp_b"]  # 'empty' holds no run
+    write_run(outputs, "a_failed", "lora", status="failed")
+    assert widgets.list_experiments()[0] == "a_failed"
+    assert widgets.list_experiments(completed=True) == ["exp_a", "exp_b"]
+    assert Dashboard().controls["experiment"].value == "exp_a"  # the first with results
     runs = widgets.load_runs("exp_a")
     assert len(runs) == 7
     assert runs.set_index("name").loc["bitfit", "gflops"] == pytest.approx(1.0)  # nested ledger
@@ -91,6 +95,22 @@ def test_select_and_compare_table(outputs):
         "method", "trainable_params", "test_accuracy", "test_accuracy_std", "n_runs", "gflops"
     ]  # fmt: skip
     assert widgets.compare_table(chosen.iloc[:0], "test_accuracy").empty
+
+
+def test_settings_sharing_a_method_are_told_apart():
+    lr = [json.dumps({"method": "lora", "lr": v}) for v in (0.01, 0.001, 0.01)]
+    runs = pd.DataFrame(
+        {
+            "name": ["lora", "lora", "lora", "bitfit"],
+            "config": [*lr, "{}"],
+            "trainable_params": [5, 5, 5, 1],
+            "test_accuracy": [0.5, 0.6, 0.7, 0.4],
+        }
+    )
+    table = widgets.compare_table(runs, "test_accuracy")
+    assert table["method"].tolist() == ["bitfit", "lora (lr=0.001)", "lora (lr=0.01)"]
+    assert table.set_index("method").loc["lora (lr=0.01)", "test_accuracy"] == pytest.approx(0.6)
+    assert table["n_runs"].tolist() == [1, 1, 2]
 
 
 def test_histories_and_curve_column(outputs):
