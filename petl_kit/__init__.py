@@ -78,3 +78,9 @@ __all__ += ["list_presets", "load_mert", "method_preset"]
 from .efficiency import flops_per_example, pareto_front  # noqa: E402
 
 __all__ += ["flops_per_example", "pareto_front"]
+
+# Results across runs: filters, mean ± population-std aggregation, paper tables; sweep plans.
+from .results import aggregate_results, filter_results, paper_table  # noqa: E402
+from .sweep import plan_sweep  # noqa: E402
+
+__all__ += ["aggregate_results", "filter_results", "paper_table", "plan_sweep"]

@@ -1,8 +1,8 @@
 """Command line: ``python -m petl_kit {run,sweep,report,demo,methods,params}``.
 
     python -m petl_kit run notebooks/14_lora.ipynb -f params/quickstart/lora.yaml -p epochs 3
-    python -m petl_kit sweep params/quickstart.yaml
-    python -m petl_kit report quickstart
+    python -m petl_kit sweep params/quickstart.yaml --workers 2     # submitit, 2 local workers
+    python -m petl_kit report quickstart --filter git_commit=1a2b3c --filter torch=2.11.0
     python -m petl_kit demo
     python -m petl_kit methods
     python -m petl_kit params notebooks/10_linear.ipynb     # the notebook's parameters
@@ -54,18 +54,61 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep file; completed runs are skipped")
     sweep.add_argument("file", type=Path)
     sweep.add_argument("--fresh", action="store_true", help="rerun runs that already completed")
+    _sweep_options(sweep)
 
-    report = sub.add_parser("report", help="write results.csv/.md and the plot of an experiment")
+    report = sub.add_parser("report", help="write the tables and plots of an experiment")
     report.add_argument("experiment")
+    report.add_argument("--filter", action="append", metavar="COLUMN=VALUE", default=[],
+                        help="only runs whose results column equals VALUE (e.g. git_commit=1a2b, "
+                        "torch=2.11.0, method=lora); repeatable")  # fmt: skip
 
     demo = sub.add_parser("demo", help="quickstart sweep on the synthetic task, then the report")
     demo.add_argument("--sweep", type=Path, default=None, help=f"sweep file (default {QUICKSTART})")
     demo.add_argument("--fresh", action="store_true", help="rerun runs that already completed")
+    _sweep_options(demo)
 
     sub.add_parser("methods", help="list the registered PETL methods")
     params = sub.add_parser("params", help="show a notebook's parameters (types, defaults, help)")
     params.add_argument("notebook", type=Path)
     return parser
+
+
+def _sweep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs at a time through submitit (default: the file's, else 1)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "slurm", "debug"],
+        default=None,
+        help="submitit executor (default: the file's; local when --workers > 1)",
+    )
+    parser.add_argument(
+        "--runner",
+        choices=["papermill", "inprocess"],
+        default=None,
+        help="execute the notebooks (papermill) or call run_experiment directly",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sweep_kwargs(args) -> dict:
+    return dict(resume=not args.fresh, workers=args.workers, executor=args.executor,
+                runner=args.runner, progress=not args.no_progress)  # fmt: skip
+
+
+def parse_filters(items: list[str]) -> dict:
+    """``["git_commit=1a2b", "seed=0"]`` → ``{"git_commit": "1a2b", "seed": "0"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--filter {item!r}: expected COLUMN=VALUE, e.g. torch=2.11.0")
+        out.setdefault(key, []).append(value)
+    return out
 
 
 def _cmd_run(args) -> int:
@@ -90,14 +133,14 @@ def _cmd_run(args) -> int:
 def _cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    records = run_sweep(args.file, resume=not args.fresh)
+    records = run_sweep(args.file, **_sweep_kwargs(args))
     return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
 
 
 def _cmd_report(args) -> int:
     from .report import write_report
 
-    paths = write_report(args.experiment)
+    paths = write_report(args.experiment, **parse_filters(args.filter))
     print(paths["md"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -139,7 +182,7 @@ def _cmd_demo(args) -> int:
     sweep_file = args.sweep or _quickstart_file()
     _ensure_builtin()
     experiment = plan_sweep(sweep_file)[0].experiment
-    records = run_sweep(sweep_file, resume=not args.fresh)
+    records = run_sweep(sweep_file, **_sweep_kwargs(args))
     paths = write_report(experiment)
     print()
     print(paths["md"].read_text())

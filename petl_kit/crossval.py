@@ -37,7 +37,7 @@ from .data import DATASETS, load_dataset, register_dataset
 from .data.protocols import few_shot, num_folds, protocol, summarize
 from .provenance import new_run_dir, write_json, write_yaml
 
-__all__ = ["run_folds", "run_few_shot", "aggregate", "main"]
+__all__ = ["run_folds", "run_few_shot", "protocol_run", "aggregate", "main"]
 
 _KEEP = ("test", "test_last", "test_best_val", "val", "select", "sizes", "trainable_params")
 _SWITCHES = ("esc50_protocol", "us8k_protocol", "iemocap_protocol", "few_shot_sampler", "profile")
@@ -47,9 +47,41 @@ def _load(params: dict, fold: int | None, options: dict):
     opts = dict(options)
     if params["dataset"] in ("esc50", "us8k", "gsc", "fsc", "iemocap"):
         opts.setdefault("profile", params["profile"])
-    if fold is not None:
-        opts["fold"] = fold
+    if params["dataset"] == "synthetic" and params.get("n_per_class") is not None:
+        opts.setdefault("n_per_class", params["n_per_class"])  # as run_experiment loads it
+    if fold is not None and not (fold == 0 and not _takes_fold(params["dataset"])):
+        opts["fold"] = fold  # fold 0 of a single-split set (synthetic) is that split
     return load_dataset(params["dataset"], params["data_path"], **opts)
+
+
+def _takes_fold(dataset: str) -> bool:
+    entry = DATASETS.get(dataset)
+    return entry is not None and "fold" in inspect.signature(entry.fn).parameters
+
+
+def protocol_run(
+    params: dict[str, Any],
+    run_dir: Path,
+    *,
+    fold: int | None = None,
+    shots: int | None = None,
+    episode: int = 0,
+    dataset_options: dict | None = None,
+) -> dict:
+    """One ordinary run (``run_experiment`` into ``run_dir``) on fold ``fold`` of
+    ``params["dataset"]`` and, with ``shots``, on few-shot episode ``episode`` of it (k-shot
+    training set drawn with seed ``episode``, the profile's sampler; val and test complete).
+
+    The grid sweeps' protocol axes (``petl_kit.sweep``) run through here; ``dataset.json`` in the
+    run folder records the split. Returns the run's metrics.
+    """
+    options = dict(dataset_options or {})
+    splits = _load(params, fold, options)
+    call = dict(name=params["dataset"], data_path=params["data_path"], fold=fold, **options)
+    if shots is not None:
+        splits = few_shot(splits, shots, seed=episode, profile=params["profile"])
+        call.update(few_shot=splits.info["few_shot"], episode=episode)
+    return _run_one(params, splits, Path(run_dir), call)
 
 
 @contextlib.contextmanager

@@ -176,8 +176,16 @@ def device_name(device: str) -> str:
     return str(device)
 
 
+# Libraries whose version can change a result or a run's behaviour (results columns by name).
+LIBRARIES = ("torch", "torchaudio", "transformers", "numpy", "scikit-learn", "pandas",
+             "safetensors", "papermill", "submitit")  # fmt: skip
+
+
 def versions(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
-    """What ``versions.json`` records: the kit, its git commit, libraries, Python, device, seed."""
+    """What ``versions.json`` records: the kit, its git commit, libraries, Python, CUDA, host,
+    device, seed (the results table has one column per key: ``git_commit``, ``torch``...)."""
+    import torch
+
     from . import __version__
 
     return {
@@ -185,7 +193,9 @@ def versions(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
         "git": git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        **{lib: _version(lib) for lib in ("torch", "torchaudio", "transformers", "numpy")},
+        **{lib: _version(lib) for lib in LIBRARIES},
+        "cuda": torch.version.cuda,
+        "host": platform.node(),
         "device": device_name(device),
         "seed": seed,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,57 +1,40 @@
-"""Results of an experiment: one row per run, a per-method summary, the report files.
+"""The report of an experiment: its tables and figures, written next to its runs.
 
 ``write_report(experiment)`` writes into ``<outputs>/<experiment>/``:
 
-- ``results.csv``: every run (any status), metrics flattened (``test_accuracy``...) + its params;
-- ``results.md``: completed runs per method — trainable params, test score (mean ± std over
-  seeds), train time — sorted by trainable parameters;
-- ``accuracy_vs_params.png``: trainable parameters (log x) against the test score.
+- ``results.csv``: the tidy table — every run (any status), one row each: params, protocol
+  (fold / shots / episode), metrics (``test_accuracy``...), ledger and provenance fields
+  (:func:`petl_kit.results.collect_results`);
+- ``summary.{csv,md,tex}``: completed runs aggregated per setting over seeds, folds and
+  episodes: mean, population std (ddof=0) and n of every metric;
+- ``paper_table.{csv,md,tex}``: methods × datasets, cells "mean ± std" (percent) of the primary
+  test metric, a trainable-parameters column;
+- ``results.md``: the run counts, the per-method summary (trainable params, test score
+  mean ± std (n), train time) and the paper table;
+- ``accuracy_vs_params.png`` and ``pareto.png`` (the Pareto front of trainable parameters
+  against the test score) from :mod:`petl_kit.plots`.
+
+Filters (``write_report(experiment, git_commit="1a2b", torch="2.11.0")``) restrict every table to
+the matching runs (:func:`petl_kit.results.filter_results`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import yaml
 
-from .provenance import experiment_dir, read_json, run_name
-
-_SCALARS = (
-    "status", "method", "dataset", "backbone", "profile", "task", "trainable_params",
-    "total_params", "train_seconds", "peak_memory_mb", "examples_per_second", "best_epoch",
-    "select", "device", "lr", "error", "started", "finished",
-)  # fmt: skip
-_IGNORED_FOR_CONFIG = ("seed", "run_dir", "experiment")
-
-
-def collect_results(experiment: str) -> pd.DataFrame:
-    """One row per run folder of ``experiment`` (from ``metrics.json`` and ``params.yaml``).
-
-    Columns: ``run_id, name, run_dir, config`` (the params except seed, as text), the scalar
-    fields of metrics.json, ``val_<metric>`` / ``test_<metric>``, then each parameter not already
-    a column (metrics win: e.g. ``lr`` is the LR actually used).
-    """
-    root = experiment_dir(experiment)
-    rows = []
-    for run_dir in sorted(p for p in root.glob("*/") if (p / "metrics.json").is_file()):
-        metrics = read_json(run_dir / "metrics.json") or {"status": "unreadable"}
-        params = {}
-        if (run_dir / "params.yaml").is_file():
-            params = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
-        config = {k: v for k, v in params.items() if k not in _IGNORED_FOR_CONFIG}
-        row = {"run_id": run_dir.name, "name": run_name(run_dir), "run_dir": str(run_dir),
-               "config": json.dumps(config, sort_keys=True, default=str)}  # fmt: skip
-        row.update({k: metrics.get(k) for k in _SCALARS})
-        for split in ("val", "test"):
-            for key, value in (metrics.get(split) or {}).items():
-                row[f"{split}_{key}"] = value
-        for key, value in params.items():
-            if key not in row or row[key] is None:
-                row[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
-        rows.append(row)
-    return pd.DataFrame(rows)
+from .provenance import experiment_dir
+from .results import (  # noqa: F401  (re-exported: the report API)
+    aggregate_results,
+    collect_results,
+    export_table,
+    filter_results,
+    paper_table,
+    to_latex,
+    to_markdown,
+)
 
 
 def _primary(df: pd.DataFrame) -> str:
@@ -62,37 +45,26 @@ def _primary(df: pd.DataFrame) -> str:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Completed runs per (name, config) over seeds: ``method, trainable_params, test_<m>,
-    test_<m>_std, n_runs, train_seconds``, sorted by trainable parameters.
+    """Completed runs per setting over seeds, folds and episodes: ``method, trainable_params,
+    test_<m>, test_<m>_std`` (population std, ddof=0), ``n_runs, train_seconds``, sorted by
+    trainable parameters; ``method`` is the setting's label (``lora (lr=0.01)`` where two settings
+    share a method; ``· dataset`` when there are several datasets).
 
-    A rerun of identical parameters (same seed) replaces the earlier one.
+    A rerun of identical parameters (same seed, fold and episode) replaces the earlier one.
     """
-    if df.empty or "status" not in df:
-        return pd.DataFrame(columns=["method", "trainable_params", "n_runs", "train_seconds"])
-    done = df[df["status"] == "completed"].copy()
-    metric = f"test_{_primary(df)}"
-    if done.empty or metric not in done:
-        return pd.DataFrame(
-            columns=["method", "trainable_params", metric, "n_runs", "train_seconds"]
-        )
-    done["seed"] = done["seed"] if "seed" in done else 0
-    done = done.sort_values("run_id").drop_duplicates(["name", "config", "seed"], keep="last")
-    rows = []
-    for (name, _), group in done.groupby(["name", "config"], sort=False):
-        rows.append({
-            "method": name, "trainable_params": int(group["trainable_params"].iloc[0]),
-            metric: group[metric].mean(), f"{metric}_std": group[metric].std(ddof=1),
-            "n_runs": len(group), "train_seconds": group["train_seconds"].mean(),
-        })  # fmt: skip
-    table = pd.DataFrame(rows)
-    if table["method"].duplicated().any():  # same name, different settings: tell them apart
-        seen: dict[str, int] = {}
-        labels = []
-        for name in table["method"]:
-            seen[name] = seen.get(name, 0) + 1
-            labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-        table["method"] = labels
-    return table.sort_values(["trainable_params", "method"]).reset_index(drop=True)
+    metric = f"test_{_primary(df)}" if not df.empty else "test_accuracy"
+    columns = ["method", "trainable_params", metric, f"{metric}_std", "n_runs", "train_seconds"]
+    agg = aggregate_results(df) if not df.empty and "status" in df else pd.DataFrame()
+    if agg.empty or metric not in agg:
+        return pd.DataFrame(columns=columns)
+    table = agg.rename(columns={"n": "n_runs"})
+    if "dataset" in table and table["dataset"].nunique() > 1:
+        table["label"] = table["label"] + " · " + table["dataset"].astype(str)
+    table["method"] = table["label"]
+    if "train_seconds" not in table:
+        table["train_seconds"] = float("nan")
+    table["trainable_params"] = table["trainable_params"].round().astype("Int64")
+    return table[columns].reset_index(drop=True)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -100,12 +72,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     metric = next(
         (c for c in table.columns if c.startswith("test_") and not c.endswith("_std")), None
     )
-    head = [
-        "method",
-        "trainable params",
-        f"test {metric[5:] if metric else 'score'}",
-        "train time [s]",
-    ]
+    head = ["method", "trainable params", f"test {metric[5:] if metric else 'score'}",
+            "train time [s]"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|"]
     for _, row in table.iterrows():
         score = "–"
@@ -113,32 +81,58 @@ def markdown_table(table: pd.DataFrame) -> str:
             score = f"{row[metric]:.3f}"
             if row["n_runs"] > 1:
                 score += f" ± {row[f'{metric}_std']:.3f} (n={row['n_runs']})"
-        cells = [str(row["method"]), f"{int(row['trainable_params']):,}", score,
-                 f"{row['train_seconds']:.1f}"]  # fmt: skip
+        seconds = "–" if pd.isna(row["train_seconds"]) else f"{row['train_seconds']:.1f}"
+        cells = [str(row["method"]), f"{int(row['trainable_params']):,}", score, seconds]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_report(experiment: str) -> dict[str, Path]:
-    """Write results.csv, results.md and accuracy_vs_params.png; return their paths."""
+def _figures(table: pd.DataFrame, root: Path, title: str) -> dict[str, Path]:
+    """accuracy_vs_params.png and pareto.png (trainable parameters against the test score)."""
     from matplotlib import pyplot as plt
 
-    from .plots import accuracy_vs_params
+    from . import plots
 
+    paths = {"png": root / "accuracy_vs_params.png"}
+    fig = plots.accuracy_vs_params(table, title=title)
+    fig.savefig(paths["png"], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    if not table.empty:  # the Pareto front of trainable parameters against the test score
+        paths["pareto"] = root / "pareto.png"
+        fig = plots.pareto_plot(table, title=title)
+        fig.savefig(paths["pareto"], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def write_report(experiment: str, **filters: Any) -> dict[str, Path]:
+    """Write the report files (module docstring); return ``{kind: path}``.
+
+    ``filters``: column = value(s) of the tidy table that runs must match (``git_commit``,
+    ``torch``, ``method``, ...); an unknown column is an error listing the columns.
+    """
     root = experiment_dir(experiment)
     if not root.is_dir():
         raise FileNotFoundError(f"no experiment folder {root}; run a notebook or a sweep first")
-    df = collect_results(experiment)
+    df = collect_results(experiment, **filters)
     table = summary_table(df)
-    paths = {"csv": root / "results.csv", "md": root / "results.md",
-             "png": root / "accuracy_vs_params.png"}  # fmt: skip
+    paths = {"csv": root / "results.csv", "md": root / "results.md"}
     df.to_csv(paths["csv"], index=False)
+    agg = aggregate_results(df)
+    note = "mean ± population std (ddof=0) over seeds, folds and episodes; n = runs averaged"
+    for kind, frame in (("summary", agg.drop(columns=["config"], errors="ignore")),
+                        ("paper_table", paper_table(agg))):  # fmt: skip
+        for ext, path in export_table(frame, root / kind, caption=f"{experiment}: {note}").items():
+            paths[f"{kind}_{ext}"] = path
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    note = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
-    paths["md"].write_text(f"# {experiment}\n\nRuns: {note}.\n\n{markdown_table(table)}")
-    fig = accuracy_vs_params(table, title=experiment)
-    fig.savefig(paths["png"], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    runs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
+    where = ", ".join(f"{k}={v}" for k, v in filters.items())
+    paths["md"].write_text(
+        f"# {experiment}\n\nRuns: {runs}{f' (filtered: {where})' if where else ''}.\n\n"
+        f"{markdown_table(table)}\n## Paper table\n\n{note}.\n\n"
+        f"{paths['paper_table_md'].read_text()}"
+    )
+    paths.update(_figures(table, root, experiment))
     return paths
 
 

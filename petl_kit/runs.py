@@ -182,7 +182,7 @@ def _train(result: RunResult, method: str) -> None:
     from .efficiency import count_parameters, run_ledger
     from .methods import config_keys
     from .model import build_model, save_trained
-    from .train import TrainConfig, fit
+    from .train import TrainConfig, fit, segment_options
 
     p, run_dir = result.params, result.run_dir
     values = {k: p[k] for k in _train_keys() if k in p}
@@ -222,6 +222,7 @@ def _train(result: RunResult, method: str) -> None:
         spec_augment=augment,
         seed=p["seed"],
         **cache,
+        **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
     )
     result.fit = fr = fit(model, result.loaders, train_cfg)
 
@@ -268,11 +269,13 @@ def run_notebook(
     experiment: str | None = None,
     name: str | None = None,
     source: str = "parameters",
+    run_dir: str | Path | None = None,
 ) -> Path:
     """Execute ``notebook`` with ``params`` into a new run folder and return the folder.
 
     ``experiment`` overrides ``params['experiment']`` (default: the notebook's own default);
-    ``name`` (default: the method, else the notebook's stem) starts the run id.
+    ``name`` (default: the method, else the notebook's stem) starts the run id. ``run_dir``: a
+    fresh folder made by the caller (a sweep makes it before handing the run to a worker).
 
     Raises:
         ConfigError for invalid params (before any folder is made); :class:`RunFailed` when the
@@ -290,7 +293,7 @@ def run_notebook(
     resolved = resolve_params(notebook, params)
     experiment = resolved.get("experiment") or "scratch"
     name = name or resolved.get("method") or notebook.stem
-    run_dir = new_run_dir(experiment, name)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(experiment, name)
     resolved["run_dir"] = str(run_dir)
     write_yaml(run_dir / "params.yaml", resolved)
     write_json(run_dir / "run.json", {"notebook": str(notebook), "name": name,
