@@ -129,18 +129,31 @@ class PetlModel(nn.Module):
             ``(states, valid)``: ``states`` is a tuple of ``num_layers + 1`` tensors
             ``[B, T, D]``: the first block's input, then each block's output; the last one is
             the backbone's output as :meth:`encode` gives it (after the final LN where there is
-            one). ``valid`` as in :meth:`encode`.
+            one). A block that LayerDrop skipped repeats its input (the stream it left
+            unchanged), so the count never varies. ``valid`` as in :meth:`encode`.
         """
-        if self.family == "ast":
-            out = self.backbone(input_values, output_hidden_states=True)
-            mask = None
-        else:
-            mask = attention_mask if self.options.pass_attention_mask else None
-            out = self.backbone(input_values, attention_mask=mask, output_hidden_states=True)
-        states = (*out.hidden_states[:-1], out.last_hidden_state)
-        if self.family == "ast":
-            return states, None
-        return states, self._valid_frames(out.last_hidden_state, attention_mask)
+        blocks = anatomy.layers(self.backbone)
+        states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+
+        def keep(i):
+            def hook(module, args, out):
+                states[i] = out[0] if isinstance(out, tuple) else out
+
+            return hook
+
+        # hooks, not HF's output_hidden_states: it drops the blocks LayerDrop skipped
+        handles = [anatomy.block_input(self.backbone).register_forward_hook(keep(0))]
+        handles += [block.register_forward_hook(keep(i + 1)) for i, block in enumerate(blocks)]
+        try:
+            hidden, frames = self.encode(input_values, attention_mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for i in range(1, len(states)):
+            if states[i] is None:
+                states[i] = states[i - 1]
+        states[-1] = hidden
+        return tuple(states), frames
 
     def _valid_frames(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is None or not self.options.masked_pooling:

@@ -197,3 +197,21 @@ def test_unknown_head_or_aggregation_is_named():
         pk.build_model("mert", backbone_config="tiny", head="mlp2")
     with pytest.raises(pk.ConfigError, match="unknown layer_aggregation 'mean'; valid: last, "):
         pk.build_model("mert", backbone_config="tiny", layer_aggregation="mean")
+
+
+def test_layer_states_survive_layerdrop():
+    # full fine-tuning trains with LayerDrop: a skipped block leaves the stream as it was
+    cfg = pk.tiny_config("mert", layerdrop=1.0)
+    model = pk.build_model(
+        "mert", backbone_config=cfg, num_classes=3, method="full_ft", seed=0,
+        layer_aggregation="weighted_sum",
+    ).train()  # fmt: skip
+    x = torch.randn(2, 6000)
+    states, _ = model.encode_layers(x)
+    assert len(states) == 3
+    assert all(torch.equal(s, states[0]) for s in states)  # every block skipped
+    assert model(x).shape == (2, 3)
+    with torch.no_grad():  # eval: the same states as transformers' own hidden states
+        states, _ = model.eval().encode_layers(x)
+        ref = model.backbone(x, output_hidden_states=True).hidden_states
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(states, ref, strict=True))
