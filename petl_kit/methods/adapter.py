@@ -23,6 +23,10 @@ Layouts: ``Pfeiffer`` = one adapter per block, at the FFN (R11; ``pfeiffer_locat
 moves it), ``Houlsby`` = one at the attention and one at the FFN; ``placement`` selects one of
 the eight ablation placements of §7.3 (one adapter per block).
 
+Music layout (``music_adapter_position``; preset ``'music_adapter'``): the music PETL
+reference's ``u + f(u)`` adapters after the residual sums or on the sub-layer outputs, with every
+per-block LayerNorm trainable (§11, :mod:`.music_adapter`).
+
 Trainable: AST — adapters + the LayerNorm of each adapted sub-layer (LN2; LN1 for attention sites)
 + final LN + head; frame models — adapters + head (+ the unused ``masked_spec_embed`` in the
 reference, R24, counted in the ``backbone`` group). Counts (AST, 12 layers, A = block params):
@@ -308,11 +312,6 @@ def apply(model, cfg: AdapterConfig) -> None:
     if is_ast:
         anatomy.final_norm(backbone).requires_grad_(True)
         return
-    _frame_model_settings(model, cfg)
-
-
-def _frame_model_settings(model, cfg: AdapterConfig) -> None:
-    backbone = model.backbone
     # frame models: the reference feeds the encoder itself (no SpecAugment masking) and keeps it
     # in eval mode (no LayerDrop); here the encoder holds trainable adapters, so switch both off
     backbone.config.apply_spec_augment = False

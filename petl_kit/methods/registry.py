@@ -5,6 +5,10 @@ the model in place: unfreezes what it trains, injects what it adds) and one
 :func:`register_method` call. Per-method facts used by the generic contract tests live on the
 spec (``identity_at_init``, ``merges``), not in ``isinstance`` special cases.
 
+Presets (:func:`register_preset`, :func:`method_preset`, :func:`list_presets`) name a method
+config from a paper, per profile, e.g. ``'music_adapter'`` or ``'music_lora'``; they sit beside
+the method they configure.
+
 Injected parameters must live under an attribute whose name starts with ``petl_``: that is how
 :func:`petl_kit.efficiency.count_parameters` tells method parameters from backbone ones.
 """
