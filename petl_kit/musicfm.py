@@ -49,6 +49,8 @@ from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import (
 )
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+from .config import ConfigError
+
 # scalar statistics of the 2048-FFT dB mel spectrogram over the Million Song Dataset
 # (MusicFM's ``msd_stats.json``: melspec_2048_mean / melspec_2048_std)
 MSD_MEL_MEAN = 6.768444971712967
@@ -91,6 +93,26 @@ class MusicFMConfig(Wav2Vec2ConformerConfig):
     mel_mean: float = MSD_MEL_MEAN
     mel_std: float = MSD_MEL_STD
     eval_attention_dropout: bool = False
+
+    def __post_init__(self, **kwargs):
+        # the front-end fields are checked here: they are the kit's, not transformers'
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "subsampling_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"MusicFM backbone_config {name}={value!r}; expected an int >= 1")
+        if self.n_mels % 4:
+            raise ConfigError(
+                f"MusicFM backbone_config n_mels={self.n_mels}; the conv subsampling halves the "
+                "mel axis twice, so it must be a multiple of 4"
+            )
+        if not isinstance(self.eval_attention_dropout, bool):
+            raise ConfigError(
+                f"MusicFM backbone_config eval_attention_dropout={self.eval_attention_dropout!r}; "
+                "expected True or False"
+            )
+        if not self.mel_std > 0:
+            raise ConfigError(f"MusicFM backbone_config mel_std={self.mel_std!r}; expected > 0")
+        super().__post_init__(**kwargs)
 
 
 class LogMel(nn.Module):

@@ -122,6 +122,13 @@ def test_frozen_batchnorm_statistics_follow_quirk_m6(train_mode, tiny_folder):
     assert extractor.sample_rate == SR and not extractor.normalize
 
 
+@pytest.mark.parametrize("key,value", [("n_mels", 30), ("hop_length", 0),
+                                       ("eval_attention_dropout", "yes")])  # fmt: skip
+def test_bad_front_end_config_is_named(key, value):
+    with pytest.raises(pk.ConfigError, match=f"{key}={value!r}"):
+        pk.build_model(backbone="musicfm", backbone_config=tiny_config("musicfm", **{key: value}))
+
+
 # --------------------------------------------------------------------------- published layout
 def layer0_keys() -> list[str]:
     """The layer-0 keys of spec §7.1 (layers 1-11 repeat them)."""
