@@ -84,6 +84,34 @@ def _method_flops(counts: dict[str, dict]) -> int:
     return total
 
 
+def _sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _cpu_attention() -> dict:
+    """Formulas for the CPU attention kernels torch's counter has none for (it counts the CUDA
+    flash / efficient / cuDNN kernels only): QKᵀ and AV, as for those. Passed per counter, not
+    registered globally."""
+    aten = torch.ops.aten
+    name = "_scaled_dot_product_flash_attention_for_cpu"
+    pairs = ((name, _sdpa_flop), (f"{name}_backward", _sdpa_backward_flop))
+    return {getattr(aten, name): f for name, f in pairs if hasattr(aten, name)}
+
+
+def _counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=_cpu_attention())
+
+
 def flops_per_example(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -98,26 +126,26 @@ def flops_per_example(
             ``[b, S]`` for padded waveform batches.
         backward: also count the backward pass of ``sum(logits)``.
 
-    Counts the matmuls, convolutions and attention kernels torch has formulas for (elementwise
-    ops, softmax and norms are not counted). Returns ``{'total': ..., 'method': ...}``; ``method``
-    is the forward FLOPs inside injected ``petl_`` modules.
+    Counts matmuls, convolutions and attention (QKᵀ and AV, CPU kernels included); elementwise
+    ops, softmax and norms are not counted. Returns ``{'total': ..., 'method': ...}``; ``method``
+    is the forward FLOPs inside injected ``petl_`` modules (prompt and prefix tuning inject no
+    compute of their own: their cost is the longer attention, in ``total`` only).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     batch = inputs.shape[0]
-    with FlopCounterMode(display=False) as counter:
-        with torch.set_grad_enabled(backward):
-            out = _forward(model, inputs, attention_mask)
+    # grad stays on: the counter's module tracker fails under no_grad when a module is called on
+    # a trainable leaf tensor (prompt tuning's dropout on its prompts)
+    with _counter() as counter, torch.enable_grad():
+        out = _forward(model, inputs, attention_mask)
         if backward:
             out.float().sum().backward()
     counts = counter.get_flop_counts()
     if backward:  # attribute forward FLOPs alone to the method
-        with FlopCounterMode(display=False) as fwd, torch.no_grad():
+        with _counter() as fwd, torch.enable_grad():
             _forward(model, inputs, attention_mask)
         method = _method_flops(fwd.get_flop_counts())
     else:
         method = _method_flops(counts)
-    return {"total": sum(counts["Global"].values()) / batch, "method": method / batch}
+    return {"total": sum(counts.get("Global", {}).values()) / batch, "method": method / batch}
 
 
 # ---------------------------------------------------------------------------- time

@@ -43,6 +43,21 @@ def test_flops_match_a_hand_count():
     assert both["method"] == 2 * 6 * 6 and both["total"] > 2 * flops["total"]
 
 
+class _Attention(nn.Module):
+    def forward(self, q):
+        return nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_flops_count_attention_on_cpu():
+    q = torch.randn(2, 4, 10, 8)  # [b, heads, tokens, head dim]
+    # QKᵀ and AV: 2 · (2 · n · n · d) per head
+    assert efficiency.flops_per_example(_Attention(), q)["total"] == 4 * 2 * (2 * 10 * 10 * 8)
+    x, _ = example_input("ast")
+    plain = efficiency.flops_per_example(_model("linear"), x)["total"]
+    for method in ("prompt_tuning", "prefix_tuning"):  # more tokens to attend over: dearer
+        assert efficiency.flops_per_example(_model(method), x)["total"] > plain, method
+
+
 def test_flops_lora_attribution_and_merge():
     model = _model("lora", reduction_rate=8)
     x, _ = example_input("ast")
