@@ -194,6 +194,8 @@ class PetlModel(nn.Module):
         if mode and not keep_train:
             self.backbone.eval()
             _train_trainable(self.backbone)
+        if self.method and getattr(self.method_config, "merge_on_eval", False):
+            self.unmerge() if mode else self.merge()  # music LoRA reference (M5)
         return self
 
     # ------------------------------------------------------------------ merging
@@ -227,6 +229,20 @@ class PetlModel(nn.Module):
             if callable(getattr(module, "unmerge", None)):
                 module.unmerge()
         return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, keeping merged weights consistent: modules merged at
+        the time (``merge_on_eval`` in eval mode) are unmerged before the load and merged with
+        the loaded factors after it, so a best-epoch snapshot of the factors loads exactly."""
+        merged = [m for m in self.backbone.modules() if getattr(m, "merged", False) is True]
+        with torch.no_grad():
+            for module in merged:
+                module.unmerge()
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        with torch.no_grad():
+            for module in merged:
+                module.merge()
+        return out
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable parameters plus the buffers of injected (``petl_``) modules, detached."""

@@ -95,6 +95,9 @@ class LoRAConfig(MethodConfig):
     lora_init: R4, ``'reference_effective'`` (A, B trunc-normal 0.02) → ``'zero_B'``.
     lora_variant: ``'separate'`` (one pair per target) or ``'shared_qk_legacy'`` (one pair per
         layer added to Q and K; pre-January-2024 reference code).
+    merge_on_eval: the music reference merges ``s · B A`` into W at every switch to eval mode and
+        subtracts it at every switch back to train mode (M5: small floating-point drift); False
+        merges only on request (:meth:`PetlModel.merge`). Set by preset ``'music_lora'``.
     """
 
     reduction_rate: int | None = None
@@ -106,6 +109,7 @@ class LoRAConfig(MethodConfig):
     )
     lora_init: Literal["reference_effective", "zero_B"] = option("reference_effective", "zero_B")
     lora_variant: Literal["separate", "shared_qk_legacy"] = "separate"
+    merge_on_eval: bool = False
 
     def __post_init__(self):
         if self.reduction_rate is not None and self.rank is not None:
@@ -364,7 +368,7 @@ register_preset(
         name="music_lora",
         method="lora",
         # s = lora_alpha = 1 for every rank (M4) → s = α / r with α = r: also 1 at r = 2
-        reference=dict(_MUSIC, alpha=1.0, lora_scaling="alpha"),
+        reference=dict(_MUSIC, alpha=1.0, lora_scaling="alpha", merge_on_eval=True),
         corrected=dict(_MUSIC, alpha=2.0, lora_scaling="alpha_over_r"),
         doc="music PETL LoRA (§4.3): rank 2 on q, k, v, o, the FFN Linears (and a conformer's "
         "pointwise convs), s = 1; MERT 6 layers: 165,888",

@@ -274,3 +274,31 @@ def test_music_adapter_on_the_conformer_respects_the_half_steps(position):
             h = h + 0.5 * (y + f2(y))
         want = ln(layer.final_layer_norm)(h)
     assert torch.allclose(out, want, atol=1e-5)
+
+
+def test_music_lora_reference_merges_on_eval(mert_checkpoints):
+    """M5: merged into W at every switch to eval, subtracted at every switch to train; a snapshot
+    of the factors loads exactly into a merged model (best-epoch selection)."""
+    model = _music("music_lora", "post_ln", mert_checkpoints, "reference")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    contract._steps(model, "mert", 2)
+    snapshot = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    x, mask = example_input("mert")
+    with torch.no_grad():
+        model.eval()
+        wrapped = [m for m in model.backbone.modules() if isinstance(m, LoRALinear)]
+        assert all(m.merged for m in wrapped)
+        at_snapshot = model(x, mask)
+    contract._steps(model, "mert", 2)  # train() unmerged, the factors moved on
+    assert not any(m.merged for m in wrapped)
+    with torch.no_grad():
+        model.eval()
+        assert not torch.allclose(model(x, mask), at_snapshot, atol=1e-5)
+        model.load_state_dict(snapshot, strict=False)
+        assert torch.allclose(model(x, mask), at_snapshot, atol=1e-5)
+    model.train()
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert torch.allclose(p, frozen[name], atol=1e-6), name
+    corrected = _music("music_lora", "post_ln", mert_checkpoints, "corrected").eval()
+    assert not any(m.merged for m in corrected.modules() if isinstance(m, LoRALinear))
