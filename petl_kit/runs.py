@@ -190,7 +190,8 @@ def _train(result: RunResult, method: str) -> None:
         values["progress"] = False  # headless (run_notebook): no one watches the bars
     train_cfg = build(TrainConfig, values, p["profile"])
     if result.splits is None:
-        synthetic = p["dataset"] == "synthetic" and p.get("n_per_class") is not None
+        generated = p["dataset"] == "synthetic" or p["dataset"].startswith("synthetic_")
+        synthetic = generated and p.get("n_per_class") is not None  # synthetic_key, ... too
         options = {"n_per_class": p["n_per_class"]} if synthetic else {}
         result.splits = load_dataset(p["dataset"], p["data_path"], **options)
     splits = result.splits
