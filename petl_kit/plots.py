@@ -254,8 +254,12 @@ def spread(
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
         return fig
     order = list(dict.fromkeys(data[x]))
-    sns.boxplot(data=data, x=x, y=score, order=order, ax=ax, color="0.9", showfliers=False)
+    groups = [data.loc[data[x] == key, score].to_numpy(dtype=float) for key in order]
+    box = {"boxprops": {"facecolor": "0.92"}, "medianprops": {"color": "0.3"}}
+    ax.boxplot(groups, positions=range(len(order)), widths=0.5, showfliers=False,
+               patch_artist=True, **box)  # fmt: skip
     sns.stripplot(data=data, x=x, y=score, order=order, ax=ax, size=6, jitter=0.15)
+    ax.set_xticks(range(len(order)), [str(o) for o in order])
     ax.set(xlabel=x, ylabel=score.replace("_", " "), title=title)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     sns.despine(fig)
