@@ -1,4 +1,4 @@
-"""``build_model``: backbone + method + pooling + head, freezing, and trainable-only persistence.
+"""``build_model``: backbone + method + pooling + head, freezing, merging (saving: .persist).
 
 >>> model = build_model(backbone="ast", backbone_config=tiny_config("ast"), num_classes=10,
 ...                     method="bitfit")
@@ -7,13 +7,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import anatomy
@@ -377,40 +374,9 @@ def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
     return backbone
 
 
-def save_trained(model: PetlModel, folder: str | Path) -> Path:
-    """Write the trainable weights only (``trainable.safetensors``) and ``build_args.json``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in model.trainable_state_dict().items()}
-    save_file(state, str(folder / "trainable.safetensors"))
-    (folder / "build_args.json").write_text(json.dumps(model.build_args, indent=2, default=str))
-    return folder
-
-
-def load_trained(folder: str | Path, checkpoint: str | None = None) -> PetlModel:
-    """Rebuild a model saved by :func:`save_trained` onto its backbone and load its weights.
-
-    ``checkpoint`` replaces the recorded backbone checkpoint (e.g. a local copy elsewhere).
-    """
-    folder = Path(folder)
-    args_file, weights = folder / "build_args.json", folder / "trainable.safetensors"
-    for f in (args_file, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found; expected a folder written by save_trained")
-    args = json.loads(args_file.read_text())
-    if checkpoint is not None:
-        args["checkpoint"] = checkpoint
-    model = build_model(**args)
-    state = load_file(str(weights))
-    expected = set(model.trainable_state_dict())
-    if set(state) != expected:
-        raise ValueError(
-            f"{weights} does not match the rebuilt model: missing "
-            f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}"
-        )
-    model.load_state_dict(state, strict=False)
-    return model
-
-
 def num_layers(model: PetlModel) -> int:
     return len(anatomy.layers(model.backbone))
+
+
+# trainable-only persistence lives in .persist; imported here for `from .model import ...` users
+from .persist import load_trained, save_trained  # noqa: E402, F401
