@@ -202,27 +202,33 @@ def merged_latency(
     """Latency of the merged model (:meth:`PetlModel.merge`) and whether its outputs agree.
 
     Returns :func:`inference_latency`'s dict plus ``max_abs_diff`` (merged vs unmerged logits)
-    and ``outputs_agree`` (``torch.allclose`` with ``rtol``/``atol``). The model is unmerged
-    afterwards and the weights merging touched are restored bit for bit (subtracting the update
-    again would leave rounding errors in the frozen weights).
+    and ``outputs_agree`` (``torch.allclose`` with ``rtol``/``atol``). Afterwards the model is
+    as it was, merged or not (LoRA ``merge_on_eval`` models are merged in eval mode): the
+    weights merging touched are restored bit for bit (subtracting the update again would leave
+    rounding errors in the frozen weights) and so is each module's ``merged`` flag. (A
+    ``merge_on_eval`` model's eval outputs are merged already: then the check compares merged
+    with merged.)
     """
     was_training = model.training
+    # snapshot before eval(): a merge_on_eval model merges on that switch
+    mergeable = [m for m in model.modules() if callable(getattr(m, "merge", None))]
+    mergeable = [m for m in mergeable if m is not model]
+    saved = {id(p): (p, p.detach().clone()) for m in mergeable for p in m.parameters(recurse=False)}
+    flags = [(m, m.merged) for m in mergeable if hasattr(m, "merged")]
     model.eval()
-    touched = {
-        id(p): (p, p.detach().clone())
-        for m in model.modules()
-        if callable(getattr(m, "merge", None)) and m is not model
-        for p in m.parameters(recurse=False)
-    }
     try:
         reference = _forward(model, inputs, attention_mask).float()
         model.merge()
         merged = _forward(model, inputs, attention_mask).float()
         out = inference_latency(model, inputs, attention_mask, repeats=repeats, warmup=warmup)
     finally:
-        model.unmerge()
-        for p, saved in touched.values():
-            p.copy_(saved)
+        for m in mergeable:  # modules without a flag: their own unmerge resets them
+            if not hasattr(m, "merged") and callable(getattr(m, "unmerge", None)):
+                m.unmerge()
+        for p, value in saved.values():
+            p.copy_(value)
+        for m, flag in flags:
+            m.merged = flag
         model.train(was_training)
     out["max_abs_diff"] = float((merged - reference).abs().max())
     out["outputs_agree"] = bool(torch.allclose(merged, reference, rtol=rtol, atol=atol))

@@ -104,6 +104,19 @@ def test_merged_latency_checks_outputs_and_restores_weights():
     assert torch.equal(model(x), ref)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_merged_latency_leaves_a_merge_on_eval_model_as_it_was(training):
+    model = _model("lora", reduction_rate=8, merge_on_eval=True, lora_init="reference_effective")
+    model.train(training)  # eval: merged (the music reference's behaviour), train: unmerged
+    flags = [m.merged for m in model.modules() if hasattr(m, "merged")]
+    assert set(flags) == {not training}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = efficiency.merged_latency(model, example_input("ast")[0], repeats=1)
+    assert out["outputs_agree"] and model.training == training
+    assert [m.merged for m in model.modules() if hasattr(m, "merged")] == flags
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 # ---------------------------------------------------------------------------- the run ledger
 def _loaders(family="ast", batch=10):
     x, mask = example_input(family, batch=batch)
