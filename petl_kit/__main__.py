@@ -2,6 +2,7 @@
 
     python -m petl_kit run notebooks/14_lora.ipynb -f params/quickstart/lora.yaml -p epochs 3
     python -m petl_kit sweep params/quickstart.yaml --workers 2     # submitit, 2 local workers
+    python -m petl_kit sweep params/sweeps/paper1_table1_esc50.yaml -p data_path /data
     python -m petl_kit report quickstart --filter git_commit=1a2b3c --filter torch=2.11.0
     python -m petl_kit demo
     python -m petl_kit methods
@@ -93,11 +94,14 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
         help="execute the notebooks (papermill) or call run_experiment directly",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                        help="override a parameter of every run (value read as YAML)")  # fmt: skip
 
 
 def _sweep_kwargs(args) -> dict:
     return dict(resume=not args.fresh, workers=args.workers, executor=args.executor,
-                runner=args.runner, progress=not args.no_progress)  # fmt: skip
+                runner=args.runner, progress=not args.no_progress,
+                overrides=parse_overrides(args.param))  # fmt: skip
 
 
 def parse_filters(items: list[str]) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petl_kit.__main__ import build_parser, main, parse_overrides
+from petl_kit.__main__ import build_parser, main, parse_filters, parse_overrides
 from tests.test_runs import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,3 +137,33 @@ def test_real_method_notebook_through_papermill(tiny_checkpoints, tmp_path, outp
     assert (run_dir / "weights" / "trainable.safetensors").is_file()
     # papermill cannot parse `str | None` annotations; its "unknown parameter" warnings are muted
     assert not [r for r in caplog.records if "Passed unknown parameter" in r.getMessage()]
+
+
+def test_sweep_and_report_options(light, tmp_path, capsys, outputs):
+    args = build_parser().parse_args(
+        ["sweep", "s.yaml", "--workers", "2", "--runner", "inprocess", "-p", "epochs", "3"]
+    )
+    assert (args.workers, args.executor, args.runner) == (2, None, "inprocess")
+    assert args.param == [["epochs", "3"]]
+    assert parse_filters(["git_commit=1a2b", "seed=0", "seed=1"]) == {
+        "git_commit": ["1a2b"], "seed": ["0", "1"]
+    }  # fmt: skip
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"experiment": "opt", "grid": {"notebook": [str(light)],
+                                                                   "x": [1, 2]}}))  # fmt: skip
+    assert main(["sweep", str(sweep), "-p", "rate", "0.25", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] light-x1: completed" in out and "sweep done: 2 completed" in out
+    rates = {yaml.safe_load((d / "params.yaml").read_text())["rate"] for d in
+             (outputs / "opt").iterdir()}  # fmt: skip
+    assert rates == {0.25}
+
+    assert main(["report", "opt", "--filter", "x=2"]) == 0
+    out = capsys.readouterr().out
+    assert "Runs: 1 completed (filtered: x=['2'])" in out and "paper_table_tex:" in out
+    assert main(["report", "opt", "--filter", "nope=1"]) == 2
+    assert "no column(s) ['nope']" in capsys.readouterr().err
+    assert main(["report", "opt", "--filter", "x"]) == 2
+    assert "expected COLUMN=VALUE" in capsys.readouterr().err
+    assert main(["sweep", str(sweep), "--workers", "0"]) == 2
+    assert "workers = 0" in capsys.readouterr().err

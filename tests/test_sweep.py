@@ -88,6 +88,27 @@ def test_protocol_axes_folds_and_episodes(tmp_path):
         plan_sweep(sweep, runner="papermill")
 
 
+def test_variant_axis_name_template_and_overrides(tmp_path):
+    (tmp_path / "small.yaml").write_text("method: lora\nreduction_rate: 16\n")
+    (tmp_path / "big.yaml").write_text("method: lora\nreduction_rate: 4\n")
+    sweep = write_sweep(tmp_path / "v.yaml", {
+        "experiment": "v",
+        "runs": [
+            {"grid": {"variant": {"small": "small.yaml", "big": "big.yaml"}, "seed": [0, 1]}},
+            {"grid": {"method": ["bitfit"], "seed": [3]}, "name": "b{method}-{seed}",
+             "params": {"epochs": 7}},
+        ],
+    })  # fmt: skip
+    specs = plan_sweep(sweep, overrides={"epochs": 2})
+    assert [s.name for s in specs] == ["small-s0", "small-s1", "big-s0", "big-s1", "bbitfit-3"]
+    assert [s.resolved["reduction_rate"] for s in specs[:4]] == [16, 16, 4, 4]
+    assert {s.notebook.name for s in specs[:4]} == {"14_lora.ipynb"}
+    assert "variant" not in specs[0].resolved  # a label, not a parameter
+    assert {s.resolved["epochs"] for s in specs} == {2}  # -p beats the entry's params
+    with pytest.raises(ConfigError, match=r"command-line -p: unknown parameter\(s\) 'epoch'"):
+        plan_sweep(sweep, overrides={"epoch": 2})
+
+
 @pytest.mark.parametrize(
     "data,message",
     [
