@@ -144,7 +144,7 @@ BUILTINS: dict[str, Builtin] = {
         task="chords",
         data="synthetic_music",
         data_options={"clip_seconds": 1.0},
-        # measured on one CPU thread: ~45 s, source test accuracy ~0.9
+        # measured: 36 s of one CPU thread (65 s wall on a busy 2-core machine), test acc 0.975
         recipe=PretrainRecipe(
             n_per_class=24, epochs=16, lr=2e-3, warmup_steps=20, weight_decay=0.01, pooling="ALL"
         ),  # fmt: skip

@@ -20,7 +20,10 @@ temporal convs (same length) → ``last_hidden_state [B, T, D]``; the kit's pool
 
 Only full fine-tuning applies: the model has no transformer blocks for a PETL method to wrap
 (its ``encoder.layers`` is empty), and training a random-init network with most of it frozen
-would measure nothing. Building it with any other method is an error.
+would measure nothing. Building it with any other method is an error. Under
+``profile="reference"``, full FT's ``ft_last_n_layers="auto"`` means the wav2vec2 quirk (the last
+three blocks), which this model does not have: pass ``ft_last_n_layers=None`` (as the music
+notebooks do) to train it whole under either profile.
 """
 
 from __future__ import annotations
