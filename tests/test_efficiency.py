@@ -156,7 +156,7 @@ def test_run_ledger_keeps_going_when_a_measure_fails(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no formula for this op")
 
-    monkeypatch.setattr(efficiency, "flops_per_example", broken)
+    monkeypatch.setattr(efficiency.ledger, "flops_per_example", broken)
     model = _model("bitfit")
     with pytest.warns(UserWarning, match="flops not measured"):
         ledger = efficiency.run_ledger(model, FIT, _loaders(), repeats=1)
