@@ -111,8 +111,9 @@ def filter_results(df: pd.DataFrame, **criteria: Any) -> pd.DataFrame:
     """Rows whose columns equal the given values: ``filter_results(df, git_commit="1a2b3c",
     torch="2.11.0", method=["lora", "adapter"])``.
 
-    A list means any of its values; values are compared as text, so ``seed=0`` and ``seed="0"``
-    agree; ``git_commit`` also matches a prefix (a short hash). An unknown column is an error
+    A list means any of its values; values are compared as text and as numbers, so ``seed=0``,
+    ``seed="0"`` and a float column's 0.0 agree; ``git_commit`` also matches a prefix (a short
+    hash). An unknown column is an error
     that lists the columns.
     """
     unknown = sorted(set(criteria) - set(df.columns))
@@ -123,11 +124,24 @@ def filter_results(df: pd.DataFrame, **criteria: Any) -> pd.DataFrame:
         options = [str(w) for w in (wanted if isinstance(wanted, (list, tuple, set)) else [wanted])]
         text = df[column].map(lambda v: "" if v is None or v != v else str(v))
         hit = text.isin(options)
+        numbers = [n for n in map(_number, options) if n is not None]
+        if numbers:  # 2 matches 2.0 (an int column with gaps is read as floats)
+            hit |= df[column].map(lambda v, n=numbers: _number(v) in n)
         if column == "git_commit":
             prefixes = tuple(o for o in options if o)
             hit |= text.map(lambda t, p=prefixes: bool(t) and bool(p) and t.startswith(p))
         keep &= hit
     return df[keep].reset_index(drop=True)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number
 
 
 def _latest(df: pd.DataFrame) -> pd.DataFrame:

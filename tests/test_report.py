@@ -65,6 +65,8 @@ def test_tidy_table_rows_hold_params_metrics_ledger_and_provenance(outputs):
     assert list(filter_results(df, git_commit="abc")["seed"]) == [0]  # a short hash matches
     assert list(filter_results(df, torch="2.10.0")["seed"]) == [1]
     assert list(filter_results(df, seed=[0, "1"])["seed"]) == [0, 1]
+    assert list(filter_results(df, lr="1e-2")["seed"]) == [0, 1]  # compared as numbers too
+    assert list(filter_results(df.assign(seed=[0.0, None]), seed="0")["torch"]) == ["2.11.0"]
     assert filter_results(df, method="lora", torch="2.10.0", git_commit="abc").empty
     assert len(collect_results("exp", git_commit="def456")) == 1
     with pytest.raises(ValueError, match=r"no column\(s\) \['torchh'\]; columns: \[.*'torch'"):
