@@ -100,7 +100,8 @@ def main(argv=None) -> str:
         "warm-up rounds; medians. *wall* is wall-clock time; *cpu* is this process's CPU time, "
         "the steadier measure when other jobs share the cores.",
         "",
-        "FLOPs: `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions; "
+        "FLOPs: `petl_kit.efficiency.flops_per_example` (`FlopCounterMode`: matmuls, "
+        "convolutions and attention; "
         "softmax/elementwise not counted), per example. *method* = forward FLOPs inside the "
         "injected modules; *train step* = forward + backward.",
         "",
