@@ -15,7 +15,8 @@
   against the test score) from :mod:`petl_kit.plots`.
 
 Filters (``write_report(experiment, git_commit="1a2b", torch="2.11.0")``) restrict every table to
-the matching runs (:func:`petl_kit.results.filter_results`).
+the matching runs (:func:`petl_kit.results.filter_results`). :func:`export_table` writes any
+table as CSV, Markdown (:func:`to_markdown`, no extra dependency) and LaTeX (:func:`to_latex`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ from .provenance import experiment_dir
 from .results import (  # noqa: F401  (re-exported: the report API)
     aggregate_results,
     collect_results,
-    export_table,
     filter_results,
     paper_table,
-    to_latex,
-    to_markdown,
 )
 
 
@@ -133,6 +131,43 @@ def write_report(experiment: str, **filters: Any) -> dict[str, Path]:
         f"{paths['paper_table_md'].read_text()}"
     )
     paths.update(_figures(table, root, experiment))
+    return paths
+
+
+# ---------------------------------------------------------------------------- exports
+def to_markdown(df: pd.DataFrame, *, floatfmt: str = ".4g") -> str:
+    """A GitHub pipe table (numbers right-aligned), no extra dependency."""
+
+    def text(v) -> str:
+        if isinstance(v, float):
+            return "–" if v != v else format(v, floatfmt)
+        return "–" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(str(c) for c in df.columns) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]  # fmt: skip
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(text(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(df: pd.DataFrame, *, caption: str | None = None, label: str | None = None,
+             floatfmt: str = "{:.4g}") -> str:  # fmt: skip
+    """A LaTeX ``tabular`` (pandas' ``to_latex``; text escaped, "±" as ``$\\pm$``)."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    tex = df.to_latex(index=False, escape=True, caption=caption, label=label, na_rep="--",
+                      column_format="".join("r" if n else "l" for n in numeric),
+                      float_format=floatfmt.format)  # fmt: skip
+    return tex.replace("±", r"$\pm$").replace("–", "--")
+
+
+def export_table(df: pd.DataFrame, stem: str | Path, *, caption: str | None = None) -> dict:
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex``; return ``{'csv','md','tex'}``."""
+    stem = Path(stem)
+    paths = {k: stem.with_name(f"{stem.name}.{k}") for k in ("csv", "md", "tex")}
+    df.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(to_markdown(df))
+    paths["tex"].write_text(to_latex(df, caption=caption))
     return paths
 
 

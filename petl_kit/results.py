@@ -7,13 +7,14 @@ version, ``git_commit``, ``git_dirty``, ``torch``, ``transformers``, ..., ``devi
 :func:`aggregate_results` averages runs that differ only in seed, fold or episode:
 ``<metric>`` (mean), ``<metric>_std`` — the POPULATION standard deviation (``ddof=0``, as paper 1
 reports its folds; one run gives 0) — and ``n``. :func:`paper_table` lays a metric out as methods ×
-datasets with "mean ± std" cells and a trainable-parameter column; :func:`export_table` writes any
-table as CSV, Markdown and LaTeX.
+datasets with "mean ± std" cells and a trainable-parameter column;
+:func:`petl_kit.report.export_table` writes any table as CSV, Markdown and LaTeX.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,21 @@ def _flatten(ledger: dict) -> dict:
     return out
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
-    """One run folder as a flat row (see the module docstring)."""
+def run_row(run_dir: Path, protocol: dict | None = None) -> dict[str, Any]:
+    """One run folder as a flat row (see the module docstring); ``protocol``: the fold / shots /
+    episode of a run inside a cross-validation folder (a sweep's runs say it in sweep.json)."""
     metrics = read_json(run_dir / "metrics.json") or {"status": "unreadable"}
     params = {}
     if (run_dir / "params.yaml").is_file():
         params = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
     sweep = read_json(run_dir / "sweep.json") or {}
-    protocol = sweep.get("protocol") or {}
+    protocol = sweep.get("protocol") or protocol or {}
     config = {k: v for k, v in {**params, **protocol}.items() if k not in _NOT_CONFIG}
     row = {"run_id": run_dir.name, "name": run_name(run_dir), "run_dir": str(run_dir)}
+    if protocol and not sweep:  # fold<i>/ of a crossval folder: named after that folder
+        outer = run_dir.parents[len(_nested_parts(run_dir)) - 1]
+        rel = ".".join(_nested_parts(run_dir))
+        row.update(run_id=f"{outer.name}:{rel}", name=run_name(outer))
     row.update({k: metrics.get(k) for k in _SCALARS})
     row.update({k: protocol.get(k) for k in PROTOCOL})
     for split in ("val", "test"):
@@ -102,9 +108,42 @@ def collect_results(experiment: str, **filters: Any) -> pd.DataFrame:
     runs with the same ``config`` are repetitions of one setting.
     """
     root = experiment_dir(experiment)
-    dirs = sorted(p for p in root.glob("*/") if (p / "metrics.json").is_file())
-    df = pd.DataFrame([run_row(d) for d in dirs])
+    df = pd.DataFrame([run_row(d, protocol) for d, protocol in _run_dirs(root)])
     return filter_results(df, **filters) if filters else df
+
+
+_NESTED = {"fold": "fold", "k": "shots", "ep": "episode"}
+
+
+def _nested_parts(run_dir: Path) -> list[str]:
+    """The trailing ``k<k>/ep<e>/fold<i>`` parts of a run inside a crossval folder."""
+    parts = []
+    for part in reversed(run_dir.parts):
+        match = re.fullmatch(r"(fold|k|ep)(\d+)", part)
+        if not match:
+            break
+        parts.insert(0, part)
+    return parts
+
+
+def _run_dirs(root: Path):
+    """``(run folder, protocol)``: the experiment's run folders, and the per-fold / per-episode
+    runs inside ``petl_kit.crossval`` folders (whose own metrics.json is an aggregate)."""
+    for folder in sorted(root.glob("*/")) if root.is_dir() else []:
+        metrics = read_json(folder / "metrics.json")
+        if metrics is None and not (folder / "metrics.json").is_file():
+            continue
+        if (metrics or {}).get("kind") not in ("cv", "fewshot"):
+            yield folder, None
+            continue
+        for found in sorted(folder.rglob("fold*/metrics.json")):
+            parts = _nested_parts(found.parent)
+            if parts and (found.parent / "params.yaml").is_file():
+                protocol = {}
+                for part in parts:
+                    key, value = re.fullmatch(r"(fold|k|ep)(\d+)", part).groups()
+                    protocol[_NESTED[key]] = int(value)
+                yield found.parent, protocol
 
 
 def filter_results(df: pd.DataFrame, **criteria: Any) -> pd.DataFrame:
@@ -265,40 +304,3 @@ def paper_table(
     table = table.loc[params["min"].sort_values(kind="stable").index]
     table.index.name, table.columns.name = "method", None
     return table.reset_index()
-
-
-# ---------------------------------------------------------------------------- exports
-def to_markdown(df: pd.DataFrame, *, floatfmt: str = ".4g") -> str:
-    """A GitHub pipe table (numbers right-aligned), no extra dependency."""
-
-    def text(v) -> str:
-        if isinstance(v, float):
-            return "–" if v != v else format(v, floatfmt)
-        return "–" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
-
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    lines = ["| " + " | ".join(str(c) for c in df.columns) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]  # fmt: skip
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(text(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_latex(df: pd.DataFrame, *, caption: str | None = None, label: str | None = None,
-             floatfmt: str = "{:.4g}") -> str:  # fmt: skip
-    """A LaTeX ``tabular`` (pandas' ``to_latex``; text escaped, "±" as ``$\\pm$``)."""
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    tex = df.to_latex(index=False, escape=True, caption=caption, label=label, na_rep="--",
-                      column_format="".join("r" if n else "l" for n in numeric),
-                      float_format=floatfmt.format)  # fmt: skip
-    return tex.replace("±", r"$\pm$").replace("–", "--")
-
-
-def export_table(df: pd.DataFrame, stem: str | Path, *, caption: str | None = None) -> dict:
-    """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex``; return ``{'csv','md','tex'}``."""
-    stem = Path(stem)
-    paths = {k: stem.with_name(f"{stem.name}.{k}") for k in ("csv", "md", "tex")}
-    df.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(to_markdown(df))
-    paths["tex"].write_text(to_latex(df, caption=caption))
-    return paths

@@ -9,16 +9,13 @@ import pytest
 import yaml
 
 from petl_kit import provenance
-from petl_kit.report import write_report
+from petl_kit.report import export_table, to_latex, to_markdown, write_report
 from petl_kit.results import (
     aggregate_results,
     collect_results,
-    export_table,
     filter_results,
     paper_table,
     params_text,
-    to_latex,
-    to_markdown,
 )
 
 
@@ -95,6 +92,31 @@ def test_aggregate_mean_population_std_and_n(outputs):
     assert lora["test_accuracy_std"] == pytest.approx(population)
     assert population == pytest.approx(0.170782, abs=1e-6)  # sample std would be 0.187083
     assert "test_n" not in agg and lora["trainable_params"] == 300
+
+
+def test_crossval_folders_give_one_row_per_fold_and_episode(outputs):
+    cv = outputs / "exp" / "cv-lora-20250101-000009-abcd"
+    fs = outputs / "exp" / "fewshot-lora-20250101-000010-abcd"
+    (fs / "k2" / "ep1").mkdir(parents=True)
+    (cv).mkdir()
+    runs = [(0.4, cv / "fold0"), (0.6, cv / "fold1"), (0.2, fs / "k2" / "ep1" / "fold0")]
+    for i, (acc, target) in enumerate(runs):
+        fake_run(outputs, "x", f"00000{i}", {"method": "lora", "seed": 10}, acc).rename(target)
+    for folder, kind in ((cv, "cv"), (fs, "fewshot"), (fs / "k2", "fewshot")):
+        # the drivers' aggregates are not runs themselves
+        (folder / "metrics.json").write_text(json.dumps({"status": "completed", "kind": kind}))
+    df = collect_results("exp")
+    assert sorted(df["run_id"]) == ["cv-lora-20250101-000009-abcd:fold0",
+                                    "cv-lora-20250101-000009-abcd:fold1",
+                                    "fewshot-lora-20250101-000010-abcd:k2.ep1.fold0"]  # fmt: skip
+    assert set(df["name"]) == {"cv-lora", "fewshot-lora"}
+    shot = df[df["name"] == "fewshot-lora"].iloc[0]
+    assert (shot["shots"], shot["episode"], shot["fold"]) == (2, 1, 0)
+    agg = aggregate_results(df)
+    assert agg["n"].tolist() == [2, 1] and agg["test_accuracy"].tolist() == pytest.approx(
+        [0.5, 0.2]
+    )
+    assert agg["test_accuracy_std"].iloc[0] == pytest.approx(0.1)
 
 
 def test_settings_sharing_a_method_get_labels():
