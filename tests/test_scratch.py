@@ -52,7 +52,10 @@ def test_forward_shapes_frame_rate_and_backward(model):
     model.zero_grad()
 
 
-def test_padding_does_not_change_the_masked_pool():
+def test_attention_mask_gives_the_valid_frames_to_pooling():
+    """1 s of audio + 1 s of padding: 25 valid frames of 50, and the masked mean differs from the
+    plain one (GroupNorm and the temporal convolutions still see the padded frames, so the two
+    are not expected to equal the unpadded clip exactly)."""
     torch.manual_seed(0)
     model = pk.build_model(backbone="scratch", backbone_config="tiny", num_classes=3,
                            method="full_ft", seed=0).eval()  # fmt: skip
