@@ -83,9 +83,10 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=["local", "slurm", "debug"],
+        choices=["none", "local", "slurm", "debug"],
         default=None,
-        help="submitit executor (default: the file's; local when --workers > 1)",
+        help="submitit executor, or none: in this process, one run after another (default: the "
+        "file's; local when --workers > 1)",
     )
     parser.add_argument(
         "--runner",

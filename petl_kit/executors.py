@@ -34,7 +34,8 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
     """The sweep file's ``executor`` block (None, a name, or a mapping) with CLI overrides.
 
     Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'poll_seconds':
-    float, 'submitit': {option: value}}``; ``name`` None means: in this process, in order.
+    float, 'submitit': {option: value}}``; ``name`` None (``none``) means: in this process, in
+    order.
     """
     block = {"name": block} if isinstance(block, str) else dict(block or {})
     if not all(isinstance(k, str) for k in block):
@@ -47,8 +48,10 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"{file}: executor.workers = {n!r}; expected an int >= 1")
     chosen = block.get("name") or ("local" if n > 1 else None)
+    if chosen == "none":  # in this process, one run after another (workers ignored)
+        chosen, n = None, 1
     if chosen not in (None, *EXECUTORS):
-        raise ConfigError(f"{file}: executor {chosen!r}; valid: {', '.join(EXECUTORS)}")
+        raise ConfigError(f"{file}: executor {chosen!r}; valid: none, {', '.join(EXECUTORS)}")
     opts = {k: v for k, v in block.items() if k not in _OWN_KEYS}
     return {"name": chosen, "workers": n, "poll_seconds": float(block.get("poll_seconds", 0.5)),
             "submitit": opts}  # fmt: skip

@@ -17,6 +17,7 @@ import yaml
 import petl_kit as pk
 from petl_kit import train
 from petl_kit.config import ConfigError
+from petl_kit.executors import executor_options
 from petl_kit.results import aggregate_results, collect_results, paper_table
 from petl_kit.sweep import completed_runs, plan_sweep, run_sweep
 from tests.test_runs import LIGHT_CODE, LIGHT_PARAMS, write_notebook
@@ -138,10 +139,24 @@ def test_bad_executor_options(tmp_path, outputs, light):
     })  # fmt: skip
     with pytest.raises(ConfigError, match="bogus_option"):
         run_sweep(sweep, progress=False)
-    with pytest.raises(ConfigError, match=r"executor 'cloud'; valid: local, slurm, debug"):
+    with pytest.raises(ConfigError, match=r"executor 'cloud'; valid: none, local, slurm, debug"):
         run_sweep(sweep, executor="cloud", progress=False)
     with pytest.raises(ConfigError, match=r"workers = 0"):
         run_sweep(sweep, workers=0, progress=False)
+
+
+def test_executor_options_from_file_and_command_line():
+    f = Path("s.yaml")
+    assert executor_options(None, f)["name"] is None  # default: in this process
+    assert executor_options(None, f, workers=3) == {
+        "name": "local", "workers": 3, "poll_seconds": 0.5, "submitit": {}
+    }  # fmt: skip
+    block = {"name": "slurm", "workers": 20, "slurm_partition": "gpu", "gpus_per_node": 1}
+    opts = executor_options(block, f)
+    assert (opts["name"], opts["workers"]) == ("slurm", 20)
+    assert opts["submitit"] == {"slurm_partition": "gpu", "gpus_per_node": 1}
+    assert executor_options(block, f, name="none")["name"] is None  # --executor none
+    assert executor_options("debug", f)["name"] == "debug"
 
 
 # ---------------------------------------------------------------------------- acceptance
