@@ -85,6 +85,17 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _failures(df: pd.DataFrame) -> str:
+    """A list of the failed runs with the first line of their error (tracebacks: results.csv)."""
+    if df.empty or "status" not in df or not (df["status"] == "failed").any():
+        return ""
+    lines = ["", "## Failed runs", ""]
+    for _, row in df[df["status"] == "failed"].iterrows():
+        error = str(row.get("error") or "no error recorded").splitlines()[0][:300]
+        lines.append(f"- `{row['run_id']}`: {error}")
+    return "\n".join(lines) + "\n"
+
+
 def _figures(table: pd.DataFrame, root: Path, title: str) -> dict[str, Path]:
     """accuracy_vs_params.png and pareto.png (trainable parameters against the test score)."""
     from matplotlib import pyplot as plt
@@ -128,7 +139,7 @@ def write_report(experiment: str, **filters: Any) -> dict[str, Path]:
     paths["md"].write_text(
         f"# {experiment}\n\nRuns: {runs}{f' (filtered: {where})' if where else ''}.\n\n"
         f"{markdown_table(table)}\n## Paper table\n\n{note}.\n\n"
-        f"{paths['paper_table_md'].read_text()}"
+        f"{paths['paper_table_md'].read_text()}{_failures(df)}"
     )
     paths.update(_figures(table, root, experiment))
     return paths

@@ -185,6 +185,7 @@ def test_report_files_and_filters(outputs):
     assert "Runs: 3 completed (filtered: git_commit=abc1)." in md
     assert "| lora | 500 | 0.900 | 1.0 |" in md  # the fff9 run is left out
     assert "0.600 ± 0.100 (n=2)" in md and "population std (ddof=0)" in md
+    assert "Failed runs" not in md
     paper = pd.read_csv(paths["paper_table_csv"])
     assert paper.to_dict("list") == {"method": ["linear", "lora"], "trainable params": [100, 500],
                                      "synthetic": ["60.00 ± 10.00", "90.00 ± 0.00"]}  # fmt: skip

@@ -391,6 +391,7 @@ def test_report_tables_and_files(outputs):
     assert "| method | trainable params | test accuracy | train time [s] |" in md
     assert md.index("| linear") < md.index("| bitfit") < md.index("| full_ft")
     assert "0.600 ± 0.100 (n=2)" in md and "| 5,000 |" in md and "1 failed" in md
+    assert "## Failed runs\n\n- `lora-20250101-000006-abcd`: boom\n" in md
     assert len(pd.read_csv(paths["csv"])) == 6
     with pytest.raises(FileNotFoundError, match="no experiment folder"):
         write_report("nothing_here")
