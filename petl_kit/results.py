@@ -266,7 +266,7 @@ def paper_table(
 ) -> pd.DataFrame:  # fmt: skip
     """Methods × ``columns`` (datasets; with a few-shot ``shots`` axis, ``dataset k=<k>``), cells
     "mean ± std" of ``metric`` (default: the task's primary test metric) × ``scale`` (percent),
-    population std; a "trainable params" column (a range when it differs across datasets, e.g.
+    population std (a single run: its value alone); a "trainable params" column (a range when it differs across datasets, e.g.
     with the head's class count). Rows sorted by trainable parameters.
 
     ``df``: a tidy table (:func:`collect_results`) or an already aggregated one.
@@ -292,7 +292,10 @@ def paper_table(
 
     def cell(row) -> str:
         mean, std = row[metric] * scale, row[f"{metric}_std"] * scale
-        return "–" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        if mean != mean:
+            return "–"
+        # one run has no spread to report: its value alone, not a misleading "± 0.00"
+        return f"{mean:.{digits}f}" if row["n"] == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
     agg["_cell"] = agg.apply(cell, axis=1)
     table = agg.pivot_table(index="_row", columns="_col", values="_cell", aggfunc="first",

@@ -188,7 +188,7 @@ def test_report_files_and_filters(outputs):
     assert "Failed runs" not in md
     paper = pd.read_csv(paths["paper_table_csv"])
     assert paper.to_dict("list") == {"method": ["linear", "lora"], "trainable params": [100, 500],
-                                     "synthetic": ["60.00 ± 10.00", "90.00 ± 0.00"]}  # fmt: skip
+                                     "synthetic": ["60.00 ± 10.00", "90.00"]}  # fmt: skip
     assert "\\begin{tabular}" in paths["paper_table_tex"].read_text()
     summary = pd.read_csv(paths["summary_csv"])
     assert summary["n"].tolist() == [2, 1] and "test_accuracy_std" in summary
