@@ -266,8 +266,9 @@ def paper_table(
 ) -> pd.DataFrame:  # fmt: skip
     """Methods × ``columns`` (datasets; with a few-shot ``shots`` axis, ``dataset k=<k>``), cells
     "mean ± std" of ``metric`` (default: the task's primary test metric) × ``scale`` (percent),
-    population std (a single run: its value alone); a "trainable params" column (a range when it differs across datasets, e.g.
-    with the head's class count). Rows sorted by trainable parameters.
+    population std (a single run: its value alone); a "trainable params" column (a range when
+    it differs across datasets, e.g. with the head's class count). Rows sorted by trainable
+    parameters.
 
     ``df``: a tidy table (:func:`collect_results`) or an already aggregated one.
     """
