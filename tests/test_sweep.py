@@ -222,6 +222,25 @@ def test_every_method_two_seeds_interrupted_resumed_and_a_failure(
                                                            progress=False)[:n])  # fmt: skip
 
 
+def test_few_shot_episodes_run_in_process(tiny_checkpoints, tmp_path, outputs):
+    sweep = write_sweep(tmp_path / "fs.yaml", {
+        "experiment": "fs", "runner": "inprocess",
+        "params": {"checkpoint": str(tiny_checkpoints["ast"]), "n_per_class": 4, "epochs": 1},
+        "grid": {"method": ["linear"], "fold": "all", "shots": [1], "episode": [0, 1]},
+    })  # fmt: skip
+    records = run_sweep(sweep, progress=False, log=lambda _: None)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    for episode, record in enumerate(records):
+        info = json.loads((record["run_dir"] / "dataset.json").read_text())
+        shot = info["load_dataset"]["few_shot"]
+        assert info["sizes"]["train"] == 12 and info["load_dataset"]["episode"] == episode
+        assert (shot["k"], shot["seed"], shot["sampler"]) == (1, episode, "random_episodes")
+    df = collect_results("fs")
+    assert sorted(df["episode"]) == [0, 1] and set(df["shots"]) == {1} and set(df["fold"]) == {0}
+    assert aggregate_results(df)["n"].tolist() == [2]
+    assert list(paper_table(df).columns) == ["method", "trainable params", "synthetic k=1"]
+
+
 @pytest.fixture
 def light(tmp_path):
     return write_notebook(tmp_path / "light.ipynb", LIGHT_PARAMS, LIGHT_CODE)
