@@ -44,7 +44,11 @@ and its traceback in ``metrics.json``) and the sweep goes on; a progress bar cou
 Every run gets a fresh folder (never another run's). ``workers`` > 1 or an ``executor`` sends runs
 to submitit (``AutoExecutor``; ``name``: ``local`` (processes on this machine), ``slurm`` (with
 any submitit option: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...) or ``debug``),
-at most ``workers`` at a time — one code path for a laptop and a cluster.
+at most ``workers`` at a time — one code path for a laptop and a cluster; ``none`` runs them in
+this process, one after another (the default). ``runner: papermill`` keeps each executed notebook
+in its run folder; ``inprocess`` skips the kernel start (a few seconds a run) and the notebook.
+
+Results: ``python -m petl_kit report EXPERIMENT`` (:mod:`petl_kit.report`) tabulates the runs.
 """
 
 from __future__ import annotations
