@@ -289,17 +289,3 @@ def slot_coverage(dispatch: torch.Tensor) -> torch.Tensor:
 def effective_tokens_per_slot(dispatch: torch.Tensor) -> torch.Tensor:
     """``exp(entropy over tokens)`` per slot ``[b, e, s]``: 1 (one token) to n (uniform)."""
     return routing_entropy(dispatch, dim=1).exp()
-
-
-# Notebooks 17_dense_moa and 18_soft_moa draw through ``routing.plot_clip`` and
-# ``routing.plot_load_by_class``; those two names resolve to the figures' module lazily (an eager
-# import would be circular: routing_plots imports this module).
-_FIGURES = ("plot_clip", "plot_load_by_class")
-
-
-def __getattr__(name: str):
-    if name in _FIGURES:
-        from . import routing_plots
-
-        return getattr(routing_plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

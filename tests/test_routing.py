@@ -220,10 +220,3 @@ def test_plot_clip_picks_the_figure(method, family):
         model(x, mask)
     fig = routing_plots.plot_clip(rec, x, clip=1, layer=-1, site="FFN")
     assert "layer 1 FFN" in " ".join(a.get_title() for a in fig.axes)
-
-
-def test_notebook_figure_names_resolve_to_the_figures_module():
-    assert routing.plot_clip is routing_plots.plot_clip
-    assert routing.plot_load_by_class is routing_plots.plot_load_by_class
-    with pytest.raises(AttributeError, match="plot_combine"):
-        routing.plot_combine  # noqa: B018
