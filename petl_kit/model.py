@@ -242,11 +242,17 @@ class PetlModel(nn.Module):
         return out
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Trainable parameters plus the buffers of injected (``petl_``) modules, detached."""
+        """Trainable parameters, the buffers of injected (``petl_``) modules and the running
+        statistics of every BatchNorm (they move in train mode, trainable or not: MusicFM's
+        front end, the scratch baseline, the reference profile's frozen modules), detached."""
         state = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
         for n, b in self.named_buffers():
             if ".petl_" in f".{n}" or n.startswith("petl_"):
                 state[n] = b.detach()
+        for name, module in self.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for n, b in module.named_buffers(prefix=name, recurse=False):
+                    state[n] = b.detach()
         return state
 
     def feature_extractor(self, **kwargs):

@@ -45,7 +45,7 @@ def count_parameters(model: nn.Module) -> dict:
 
 
 def stored_bytes(model: nn.Module) -> int:
-    """Bytes of the trainable-only weights a run stores (parameters + injected buffers)."""
+    """Bytes of the weights a run stores: ``trainable_state_dict()`` (trainable + their buffers)."""
     state = model.trainable_state_dict() if hasattr(model, "trainable_state_dict") else {}
     return sum(t.numel() * t.element_size() for t in state.values())
 

@@ -16,22 +16,23 @@ from typing import Literal
 
 from .. import anatomy
 from ..config import option
-from .registry import MethodConfig, MethodSpec, register_method
+from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
 
 @dataclass(frozen=True)
 class FullFTConfig(MethodConfig):
     """``ft_last_n_layers``: train only the last N blocks (frame models); ``'auto'`` = the
-    reference's 3 for wav2vec2/HuBERT and all for AST; None = all.
+    reference's 3 for wav2vec2/HuBERT and all for AST; ``'all'`` (or None under the corrected
+    profile, where None is the default) = every block.
     ``freeze_feature_encoder``: keep the conv feature encoder of frame models frozen."""
 
-    ft_last_n_layers: int | Literal["auto"] | None = option("auto", None)
+    ft_last_n_layers: int | Literal["auto", "all"] | None = option("auto", None)
     freeze_feature_encoder: bool = True
 
 
 def apply(model, cfg: FullFTConfig) -> None:
     backbone = model.backbone
-    n_last = cfg.ft_last_n_layers
+    n_last = None if cfg.ft_last_n_layers == "all" else cfg.ft_last_n_layers
     if n_last == "auto":
         n_last = None if model.family == "ast" else 3
     if n_last is not None:
@@ -58,5 +59,18 @@ register_method(
         aliases=("full_fine_tuning", "fft", "finetune"),
         plain_wrapper=True,
         paper="Cappellazzo et al., MLSP 2024 (PETL_AST)",
+    )
+)
+
+# The music reference fine-tunes everything, CNN feature encoder included (methods.md §2).
+_MUSIC_FT = {"ft_last_n_layers": "all", "freeze_feature_encoder": False}
+register_preset(
+    MethodPreset(
+        name="music_finetune",
+        method="full_ft",
+        reference=_MUSIC_FT,
+        corrected=_MUSIC_FT,
+        doc="music PETL fine-tuning (§2): every parameter trains, the conv feature encoder "
+        "included; MERT 6 layers: 51,843,712 + head",
     )
 )

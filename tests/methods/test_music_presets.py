@@ -82,6 +82,20 @@ def test_preset_counts_on_mert_95m_six_layers(preset, count, groups, profile):
 
 
 @pytest.mark.parametrize("profile", ["reference", "corrected"])
+def test_music_finetune_trains_everything_under_both_profiles(profile):
+    """methods.md §2: the music reference trains the whole 6-layer MERT, conv encoder included
+    (the reference profile's plain ``full_ft`` would train only the last 3 layers, R25)."""
+    with torch.device("meta"):
+        model = pk.build_model(
+            "mert", num_classes=50, encoder_depth=6, head="mlp", profile=profile,
+            **method_preset("music_finetune", profile),
+        )  # fmt: skip
+    counts = pk.count_parameters(model)
+    assert counts["trainable"] == 51_843_712 + 629_042
+    assert all(p.requires_grad for p in model.backbone.feature_extractor.parameters())
+
+
+@pytest.mark.parametrize("profile", ["reference", "corrected"])
 def test_music_lora_scaling_is_one(profile, mert_checkpoints):
     model = _music("music_lora", "post_ln", mert_checkpoints, profile)
     wrapped = [m for m in model.backbone.modules() if isinstance(m, LoRALinear)]
