@@ -61,6 +61,8 @@ class Family:
     base_config: dict[str, Any] = field(default_factory=dict)
     # ``load(folder_or_id, overrides) -> model`` where ``model_cls.from_pretrained`` does not fit
     load: Any = None
+    # the methods that apply (None: every registered method)
+    methods: tuple[str, ...] | None = None
 
 
 _TINY_FRAME = dict(
@@ -139,6 +141,7 @@ FAMILIES: dict[str, Family] = {
         24000,
         "",
         tiny=dict(TINY_SCRATCH),
+        methods=("full_ft",),
     ),
 }
 

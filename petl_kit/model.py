@@ -316,6 +316,11 @@ def build_model(
     check_profile(profile)
     family = get_family(backbone)
     spec = get_method(method)
+    if family.methods is not None and spec.name not in family.methods:
+        raise ConfigError(
+            f"method {spec.name!r} does not apply to backbone {family.name!r}; valid methods: "
+            f"{', '.join(family.methods)}"
+        )
     cfg = make_config(spec.name, method_config, profile)
     opts = build(ModelOptions, options, profile, owner="model options")
     if task not in TASKS:

@@ -36,7 +36,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .config import ConfigError
 
-__all__ = ["ScratchConfig", "ScratchMethodError", "ScratchModel", "TINY_SCRATCH"]
+__all__ = ["ScratchConfig", "ScratchModel", "TINY_SCRATCH"]
 
 TINY_SCRATCH = dict(channels=[8, 16, 16, 16], hidden_size=32, temporal_layers=2)
 
@@ -126,30 +126,13 @@ class TemporalBlock(nn.Module):
         return x + self.drop(torch.relu(self.norm(self.conv(x))))
 
 
-class ScratchMethodError(ConfigError, AttributeError):
-    """A PETL method reached for transformer parts the from-scratch CNN does not have. An
-    AttributeError too, so ``hasattr``/``getattr(..., default)`` probes still work."""
-
-
-ONLY_FULL_FT = "only method 'full_ft' applies (PETL methods need a pretrained transformer backbone)"
-
-
 class _NoBlocks(nn.Module):
-    """What the anatomy sees as the transformer encoder: no blocks (nothing for methods to wrap);
-    any other attribute a method looks for is a :class:`ScratchMethodError`."""
+    """What the anatomy sees as the transformer encoder: no blocks. Only ``full_ft`` applies to
+    this family (``Family.methods``), so no method looks further."""
 
     def __init__(self):
         super().__init__()
         self.layers = nn.ModuleList()
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            raise ScratchMethodError(
-                f"backbone 'scratch' is a CNN trained from scratch with no transformer blocks (no "
-                f"encoder.{name}): {ONLY_FULL_FT}"
-            ) from None
 
 
 class ScratchPreTrainedModel(PreTrainedModel):
@@ -233,21 +216,3 @@ class ScratchModel(ScratchPreTrainedModel):
         lengths = self.frames_for(attention_mask.sum(-1)).clamp(1, feature_vector_length)
         frames = torch.arange(feature_vector_length, device=attention_mask.device)
         return (frames[None] < lengths[:, None]).long()
-
-    def train(self, mode: bool = True):
-        """Train mode; refuses a partly frozen baseline, i.e. any method but ``full_ft``.
-
-        ``build_model`` puts the model in train mode right after the method is applied, so a
-        PETL method on this backbone fails there with this message, before any training.
-        """
-        super().train(mode)
-        if mode:
-            params = list(self.parameters())
-            frozen = sum(p.numel() for p in params if not p.requires_grad)
-            if frozen:
-                raise ConfigError(
-                    f"backbone 'scratch' is a CNN trained from scratch, so every parameter must "
-                    f"train, but {frozen:,} of {sum(p.numel() for p in params):,} are frozen: "
-                    f"{ONLY_FULL_FT}"
-                )
-        return self
