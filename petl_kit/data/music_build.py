@@ -7,6 +7,10 @@ the tag order it used. From a shell::
 
     python -m petl_kit.data.music_build labels.csv audio/ data/metadata/mtat.json \\
         --task multilabel --output-audio-dir data/MagnaTagATune
+
+``music_augment`` then adds the paper's pitch-shifted (key) or time-stretched (tempo) training
+copies to such a manifest (``python -m petl_kit.data.music_augment MANIFEST AUDIO_ROOT --task
+key|tempo``).
 """
 
 from __future__ import annotations
