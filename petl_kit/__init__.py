@@ -8,40 +8,22 @@
 
 __version__ = "0.1.0"
 
+# Models: backbones (AST, wav2vec2, HuBERT, MERT, MusicFM, the scratch baseline), methods, presets.
 from .backbones import FAMILIES, CheckpointError, load_backbone, tiny_config
 from .config import ConfigError
 from .data import load_dataset
-from .efficiency import count_parameters
+from .efficiency import count_parameters, flops_per_example, pareto_front
+from .mert import load_mert
 from .methods import get_method, list_methods, make_config, register_method
+from .methods.registry import list_presets, method_preset
 from .model import PetlModel, build_model, load_trained, save_trained
 from .musicfm import MusicFMConfig, MusicFMModel, load_musicfm
 
-__all__ = [
-    "FAMILIES",
-    "CheckpointError",
-    "ConfigError",
-    "PetlModel",
-    "build_model",
-    "count_parameters",
-    "get_method",
-    "list_methods",
-    "load_dataset",
-    "load_backbone",
-    "load_musicfm",
-    "load_trained",
-    "make_config",
-    "MusicFMConfig",
-    "MusicFMModel",
-    "register_method",
-    "save_trained",
-    "tiny_config",
-    "__version__",
-]
-
-# Runs: notebook parameters, run folders, headless execution, sweeps, reports.
-from .provenance import new_run_dir  # noqa: E402
-from .report import collect_results, write_report  # noqa: E402
-from .runs import (  # noqa: E402
+# Runs: notebook parameters, run folders, headless execution, sweeps, results and reports.
+from .provenance import new_run_dir
+from .report import collect_results, write_report
+from .results import aggregate_results, filter_results, paper_table
+from .runs import (
     RunFailed,
     RunResult,
     collect_params,
@@ -51,36 +33,47 @@ from .runs import (  # noqa: E402
     run_notebook,
     validate_params,
 )
-from .sweep import run_sweep  # noqa: E402
+from .sweep import plan_sweep, run_sweep
 
-__all__ += [
+__all__ = [
+    "FAMILIES",
+    "CheckpointError",
+    "ConfigError",
+    "MusicFMConfig",
+    "MusicFMModel",
+    "PetlModel",
     "RunFailed",
     "RunResult",
+    "__version__",
+    "aggregate_results",
+    "build_model",
     "collect_params",
     "collect_results",
+    "count_parameters",
+    "filter_results",
+    "flops_per_example",
+    "get_method",
+    "list_methods",
+    "list_presets",
+    "load_backbone",
+    "load_dataset",
+    "load_mert",
+    "load_musicfm",
     "load_params_file",
+    "load_trained",
+    "make_config",
+    "method_preset",
     "new_run_dir",
     "notebook_parameters",
+    "pareto_front",
+    "paper_table",
+    "plan_sweep",
+    "register_method",
     "run_experiment",
     "run_notebook",
     "run_sweep",
+    "save_trained",
+    "tiny_config",
     "validate_params",
     "write_report",
 ]
-
-# Music: MERT-v1 folders, named method presets (the music paper's adapter and LoRA, ...).
-from .mert import load_mert  # noqa: E402
-from .methods.registry import list_presets, method_preset  # noqa: E402
-
-__all__ += ["list_presets", "load_mert", "method_preset"]
-
-# Efficiency: FLOPs per example (the run ledger's measure) and Pareto fronts of runs.
-from .efficiency import flops_per_example, pareto_front  # noqa: E402
-
-__all__ += ["flops_per_example", "pareto_front"]
-
-# Results across runs: filters, mean ± population-std aggregation, paper tables; sweep plans.
-from .results import aggregate_results, filter_results, paper_table  # noqa: E402
-from .sweep import plan_sweep  # noqa: E402
-
-__all__ += ["aggregate_results", "filter_results", "paper_table", "plan_sweep"]

@@ -47,8 +47,10 @@ COMMON_KEYS = (
 )  # fmt: skip
 # Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache;
 # encoder depth, head and layer aggregation (music probing: build_model's arguments).
-OPTIONAL_KEYS = ("n_per_class", "pooling", "freq_mask", "time_mask", "cache")
-OPTIONAL_KEYS += ("encoder_depth", "head", "layer_aggregation")
+OPTIONAL_KEYS = (
+    "n_per_class", "pooling", "freq_mask", "time_mask", "cache",
+    "encoder_depth", "head", "layer_aggregation",
+)  # fmt: skip
 
 
 class RunFailed(RuntimeError):
