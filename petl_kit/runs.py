@@ -265,6 +265,23 @@ class _KnownParameters(logging.Filter):
 _FILTER = _KnownParameters()
 
 
+def _local_kernel_manager():
+    """A kernel manager whose kernel talks over local IPC sockets in the temp folder: the run's
+    kernel is never reachable over TCP (and ipykernel has no reason to warn that it is)."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(tempfile.gettempdir(), f"petl-kit-kernel-{uuid.uuid4().hex}")
+
+    return LocalKernelManager
+
+
 def run_notebook(
     notebook: str | Path,
     params: dict[str, Any],
@@ -310,6 +327,7 @@ def run_notebook(
                 parameters={**params, "run_dir": str(run_dir)},
                 kernel_name=None,
                 progress_bar=False,
+                **({} if os.name == "nt" else {"kernel_manager_class": _local_kernel_manager()}),
             )
     except Exception as err:
         _record_failure(run_dir, err, output)
