@@ -45,10 +45,11 @@ COMMON_KEYS = (
     "experiment", "run_dir", "method", "dataset", "data_path", "backbone", "checkpoint",
     "max_length", "epochs", "batch_size", "lr", "seed", "profile", "device",
 )  # fmt: skip
-# Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache;
-# encoder depth, head and layer aggregation (music probing: build_model's arguments).
+# Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache,
+# backbone-output cache (linear probing: the frozen backbone runs once per clip); encoder depth,
+# head and layer aggregation (music probing: build_model's arguments).
 OPTIONAL_KEYS = (
-    "n_per_class", "pooling", "freq_mask", "time_mask", "cache",
+    "n_per_class", "pooling", "freq_mask", "time_mask", "cache", "probe_cache",
     "encoder_depth", "head", "layer_aggregation",
 )  # fmt: skip
 
@@ -227,7 +228,17 @@ def _train(result: RunResult, method: str) -> None:
         **cache,
         **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
     )
-    result.fit = fr = fit(model, result.loaders, train_cfg)
+    fit_model, fit_loaders = model, result.loaders
+    if p.get("probe_cache"):  # exact for a linear probe of a deterministic frozen backbone
+        from .data import cached_probe
+
+        try:
+            fit_model, fit_loaders = cached_probe(
+                model, result.loaders, device=train_cfg.device, progress=train_cfg.progress
+            )
+        except ValueError as err:
+            raise ConfigError(f"probe_cache=True: {err}") from err
+    result.fit = fr = fit(fit_model, fit_loaders, train_cfg)
 
     counts = count_parameters(model)
     result.metrics = metrics = {
@@ -240,6 +251,7 @@ def _train(result: RunResult, method: str) -> None:
         "train_seconds": fr.train_seconds, "peak_memory_mb": fr.peak_memory_mb,
         "examples_per_second": fr.examples_per_second, "device": fr.device,
         "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
+        "probe_cache": fit_model is not model,
     }  # fmt: skip
     pd.DataFrame(fr.history).to_csv(run_dir / "history.csv", index=False)
     # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger

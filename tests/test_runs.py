@@ -254,6 +254,33 @@ def test_run_experiment_on_given_splits(tiny_checkpoints):
     assert result.metrics["sizes"] == splits.sizes()
 
 
+def test_probe_cache_trains_the_same_linear_probe(tiny_checkpoints):
+    """``probe_cache``: the frozen backbone runs once per clip; the probe that trains on its
+    cached outputs is the probe the full model trains (same batches, same selected weights)."""
+    params = tiny_params(tiny_checkpoints["ast"], method="linear", epochs=3, cache=True)
+    del params["bitfit_scope"]
+    plain = pk.run_experiment(params)
+    cached = pk.run_experiment({**params, "probe_cache": True})
+    assert cached.metrics["probe_cache"] is True and plain.metrics["probe_cache"] is False
+    assert cached.metrics["test"]["accuracy"] == pytest.approx(plain.metrics["test"]["accuracy"])
+    for name, value in plain.model.trainable_state_dict().items():
+        assert torch.allclose(cached.model.trainable_state_dict()[name], value, atol=1e-4), name
+
+
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        ({"method": "lora", "rank": 2}, "only the head and final norm may train"),
+        ({"method": "linear", "freq_mask": 4}, "SpecAugment"),
+    ],
+)
+def test_probe_cache_refuses_what_it_cannot_reproduce(tiny_checkpoints, over, match):
+    params = {**tiny_params(tiny_checkpoints["ast"], epochs=1, probe_cache=True), **over}
+    del params["bitfit_scope"]
+    with pytest.raises(ConfigError, match=f"probe_cache=True: .*{match}"):
+        pk.run_experiment(params)
+
+
 def test_run_experiment_failure_is_recorded(tiny_checkpoints, outputs):
     params = tiny_params(tiny_checkpoints["ast"], dataset="no_such_set")
     with pytest.raises(ValueError, match="no_such_set"):

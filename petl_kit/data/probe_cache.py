@@ -74,7 +74,20 @@ def _probe_checks(model, loaders) -> None:
             f"backbone-output cache: only the head and final norm may train, but "
             f"{extra[:3]} also do (method {model.method!r}); cache only linear probes"
         )
+    from ..heads import LayerAggregationHead
+    from .segments import SegmentDataset
+
+    if isinstance(model.head, LayerAggregationHead):
+        raise ValueError(
+            "backbone-output cache: the head reads every layer (layer_aggregation="
+            f"{model.head.mode!r}), but the cache holds the last layer's pooled output only"
+        )
     for split, loader in loaders.items():
+        if isinstance(loader.dataset, SegmentDataset):
+            raise ValueError(
+                f"backbone-output cache: the {split} loader crops or segments clips "
+                "(train_crop / eval_segment), so one output per clip does not exist"
+            )
         if getattr(loader.dataset, "augment", None) is not None:
             raise ValueError(
                 f"backbone-output cache: the {split} loader augments its inputs "

@@ -203,3 +203,10 @@ def test_cached_probe_refuses_when_caching_would_change_training():
     _, noisy, loaders = _probe_setup(backbone_config=cfg, profile="reference")
     with pytest.raises(ValueError, match="stochastic"):
         cached_probe(noisy, loaders, device="cpu", progress=False)
+    _, layered, loaders = _probe_setup(layer_aggregation="weighted_sum")
+    with pytest.raises(ValueError, match="reads every layer"):
+        cached_probe(layered, loaders, device="cpu", progress=False)
+    _, model, _ = _probe_setup()
+    segmented = s.loaders(model.feature_extractor(), batch_size=4, train_crop=1600)
+    with pytest.raises(ValueError, match="crops or segments"):
+        cached_probe(model, segmented, device="cpu", progress=False)
