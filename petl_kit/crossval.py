@@ -36,6 +36,7 @@ import yaml
 from .data import DATASETS, load_dataset, register_dataset
 from .data.protocols import few_shot, num_folds, protocol, summarize
 from .provenance import new_run_dir, write_json, write_yaml
+from .runs import dataset_options
 
 __all__ = ["run_folds", "run_few_shot", "protocol_run", "aggregate", "main"]
 
@@ -47,8 +48,8 @@ def _load(params: dict, fold: int | None, options: dict):
     opts = dict(options)
     if params["dataset"] in ("esc50", "us8k", "gsc", "fsc", "iemocap"):
         opts.setdefault("profile", params["profile"])
-    if params["dataset"] == "synthetic" and params.get("n_per_class") is not None:
-        opts.setdefault("n_per_class", params["n_per_class"])  # as run_experiment loads it
+    for key, value in dataset_options(params).items():  # as run_experiment loads it
+        opts.setdefault(key, value)
     if fold is not None and not (fold == 0 and not _takes_fold(params["dataset"])):
         opts["fold"] = fold  # fold 0 of a single-split set (synthetic) is that split
     return load_dataset(params["dataset"], params["data_path"], **opts)

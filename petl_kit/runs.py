@@ -111,6 +111,15 @@ class RunResult:
         return build_model(**self.model.build_args, seed=self.params["seed"])
 
 
+def dataset_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``load_dataset`` options a run's params imply: ``n_per_class`` sizes the generated
+    sets (``synthetic``, ``synthetic_key``, ...) and means nothing to the others."""
+    generated = params["dataset"] == "synthetic" or params["dataset"].startswith("synthetic_")
+    if generated and params.get("n_per_class") is not None:
+        return {"n_per_class": params["n_per_class"]}
+    return {}
+
+
 def _check_keys(params: dict[str, Any]) -> str:
     from .methods import get_method
 
@@ -193,10 +202,7 @@ def _train(result: RunResult, method: str) -> None:
         values["progress"] = False  # headless (run_notebook): no one watches the bars
     train_cfg = build(TrainConfig, values, p["profile"])
     if result.splits is None:
-        generated = p["dataset"] == "synthetic" or p["dataset"].startswith("synthetic_")
-        synthetic = generated and p.get("n_per_class") is not None  # synthetic_key, ... too
-        options = {"n_per_class": p["n_per_class"]} if synthetic else {}
-        result.splits = load_dataset(p["dataset"], p["data_path"], **options)
+        result.splits = load_dataset(p["dataset"], p["data_path"], **dataset_options(p))
     splits = result.splits
     fbank = get_family(p["backbone"]).input_kind == "fbank"
     result.model = model = build_model(
