@@ -27,7 +27,7 @@ from functools import partial
 
 import numpy as np
 
-from ..music_tasks import KEY_CLASSES, TEMPO_BINS, TEMPO_CLASSES
+from ..music_tasks import KEY_CLASSES, PITCH_CLASSES, TEMPO_BINS, TEMPO_CLASSES
 from .base import Clip, DatasetSplits, stratified_split
 
 __all__ = [
@@ -39,8 +39,7 @@ __all__ = [
     "key_scale",
 ]
 
-PITCH_NAMES = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]
-CHORD_CLASSES = [f"{p}:maj" for p in PITCH_NAMES] + [f"{p}:min" for p in PITCH_NAMES]
+CHORD_CLASSES = [f"{p}:maj" for p in PITCH_CLASSES] + [f"{p}:min" for p in PITCH_CLASSES]
 TAG_CLASSES = ["drums", "bass", "piano", "strings", "organ", "flute", "guitar", "voice"]
 SCALES = {0: (0, 2, 4, 5, 7, 9, 11), 1: (0, 2, 3, 5, 7, 8, 10)}  # major, natural minor
 MUSIC_TASKS = ("key", "tempo", "tags", "chords")
