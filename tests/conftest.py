@@ -24,6 +24,24 @@ def example_input(family: str, batch: int = 2, seed: int = 0):
     return wave, mask
 
 
+def train_steps(model, x, mask, y, n: int) -> dict[str, bool]:
+    """``n`` AdamW steps (lr 1e-2, no weight decay) of cross-entropy on ``(x, mask) → y``;
+    returns ``{name: True if that trainable tensor ever got a non-zero gradient}``."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2,
+                            weight_decay=0.0)  # fmt: skip
+    grads = {}
+    model.train()
+    for _ in range(n):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x, mask), y).backward()
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                g = p.grad
+                grads[name] = grads.get(name, False) or (g is not None and bool(g.abs().sum() > 0))
+        opt.step()
+    return grads
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """``{family: folder}`` of tiny random-weight backbones written by ``save_pretrained``."""

@@ -16,6 +16,7 @@ from petl_kit.musicfm import (
     MusicFMModel,
     load_musicfm,
 )
+from tests.conftest import train_steps
 
 SR = 24000
 # q·(k + b) shifts every key's score for a query by the same amount and softmax ignores shifts;
@@ -369,19 +370,7 @@ def build(method, folder, **kw):
 
 def steps(model, n):
     wave, mask = wave_batch(1.0)
-    y = torch.tensor([0, 3])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    grads = {}
-    model.train()
-    for _ in range(n):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(wave, mask), y).backward()
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                g = p.grad
-                grads[name] = grads.get(name, False) or (g is not None and bool(g.abs().sum() > 0))
-        opt.step()
-    return grads
+    return train_steps(model, wave, mask, torch.tensor([0, 3]), n)
 
 
 @pytest.mark.parametrize("method", pk.list_methods())

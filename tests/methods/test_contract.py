@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from tests.conftest import FAMILIES, example_input
+from tests.conftest import FAMILIES, example_input, train_steps
 
 CASES = [(m, f) for m in pk.list_methods() for f in FAMILIES]
 # q·(k + b) = q·k + q·b shifts every key's score by the same amount for a query, and softmax is
@@ -31,21 +31,7 @@ def _build(method, family, ckpt, **kw):
 
 def _steps(model, family, n):
     x, mask = example_input(family)
-    y = torch.tensor([0, 3])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
-    grads = {}
-    model.train()
-    for _ in range(n):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x, mask), y)
-        loss.backward()
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                g = p.grad
-                grads[name] = grads.get(name, False) or (g is not None and bool(g.abs().sum() > 0))
-        opt.step()
-    return grads
+    return train_steps(model, x, mask, torch.tensor([0, 3]), n)
 
 
 @pytest.mark.parametrize("method,family", CASES)
