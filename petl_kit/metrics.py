@@ -20,12 +20,6 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    roc_auc_score,
-)
 from torch import nn
 
 from .music_tasks import TEMPO_LOSSES, TempoLoss, key_scores, tempo_accuracy, tempo_readout
@@ -133,6 +127,14 @@ def compute_metrics(
     if task == "tempo":
         probs = scores if probabilities else torch.softmax(torch.from_numpy(scores), -1).numpy()
         return tempo_accuracy(tempo_readout(probs), y)
+    # imported here: every `import petl_kit` reaches TASKS above, few need scikit-learn
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        roc_auc_score,
+    )
+
     if task in ("multiclass", "key"):
         pred = scores.argmax(1)
         with warnings.catch_warnings():

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.interpolate import BSpline, make_interp_spline
-from scipy.ndimage import convolve1d
 from torch import nn
 from torch.nn import functional as F
 
@@ -160,6 +158,9 @@ def tempo_readout(probs, *, min_bpm: int = 10, step: float = 0.001, chunk: int =
         raise ValueError(
             f"tempo_readout: probs must be [N, bins > {min_bpm + 2}], got {probs.shape}"
         )
+    from scipy.interpolate import BSpline, make_interp_spline  # here: import petl_kit stays light
+    from scipy.ndimage import convolve1d
+
     bpm = np.arange(min_bpm, probs.shape[1], dtype=np.float64)
     smooth = convolve1d(probs[:, min_bpm:], np.hamming(11), axis=1, mode="constant")
     fine = np.arange(min_bpm, probs.shape[1] - 1, step)
