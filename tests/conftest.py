@@ -24,6 +24,19 @@ def example_input(family: str, batch: int = 2, seed: int = 0):
     return wave, mask
 
 
+class Known(torch.nn.Module):
+    """A fixed non-linear stand-in for an adapter or a mixture ``[..., d] -> [..., d]``, so each
+    placement formula can be written by hand."""
+
+    def __init__(self, d, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("w", torch.randn(d, d, generator=g) / d**0.5)
+
+    def forward(self, x):
+        return torch.tanh(x @ self.w) + 0.1
+
+
 def train_steps(model, x, mask, y, n: int) -> dict[str, bool]:
     """``n`` AdamW steps (lr 1e-2, no weight decay) of cross-entropy on ``(x, mask) → y``;
     returns ``{name: True if that trainable tensor ever got a non-zero gradient}``."""

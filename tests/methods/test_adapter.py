@@ -4,12 +4,11 @@ import types
 
 import pytest
 import torch
-from torch import nn
 
 import petl_kit as pk
 from petl_kit import anatomy
 from petl_kit.methods.adapter import PLACEMENTS, AdapterConfig, AdapterSublayer
-from tests.conftest import example_input
+from tests.conftest import Known, example_input
 from tests.methods.test_contract import _build, _steps
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
@@ -127,18 +126,6 @@ def test_esc50_counts(block, kind, rr, printed, total, mode):
 
 
 # ------------------------------------------------------------------ placement formulas
-class Known(nn.Module):
-    """A fixed non-linear stand-in for an adapter, so each formula can be written by hand."""
-
-    def __init__(self, d, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("w", torch.randn(d, d, generator=g) / d**0.5)
-
-    def forward(self, x):
-        return torch.tanh(x @ self.w) + 0.1
-
-
 def _adapted_layer(backbone, cfg, profile="corrected", overrides=None):
     """Layer 0 of a tiny random model with Known adapters, and its parts for hand formulas."""
     bc = pk.tiny_config(backbone, **(overrides or {}))

@@ -8,13 +8,12 @@ import types
 
 import pytest
 import torch
-from torch import nn
 
 import petl_kit as pk
 from petl_kit import anatomy
 from petl_kit.methods import blocks
 from petl_kit.methods.dense_moa import AddAgain, DenseMoA, MoASublayer
-from tests.conftest import example_input
+from tests.conftest import Known, example_input
 from tests.methods.test_contract import _build
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
@@ -89,18 +88,6 @@ def test_other_experts_count_by_formula(expert):  # R22: every block is an exper
 
 
 # ------------------------------------------------------------------ placement formulas
-class Known(nn.Module):
-    """A fixed non-linear stand-in for a mixture, so each formula can be written by hand."""
-
-    def __init__(self, d, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("w", torch.randn(d, d, generator=g) / d**0.5)
-
-    def forward(self, x):
-        return torch.tanh(x @ self.w) + 0.1
-
-
 def _layer(method, backbone, cfg, profile="corrected"):
     model = pk.build_model(
         backbone,
