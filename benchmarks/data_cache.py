@@ -5,7 +5,7 @@
    shuffled, ``num_workers=0``; on the fly vs read from the memory-mapped feature cache.
 2. Linear probing: one training epoch of the reference ``linear`` method (final LN + head) with
    the features already cached, the frozen backbone run every epoch vs its pooled outputs read
-   from the backbone-output cache (``data.probe_cache.cached_probe``). Measured end to end on a
+   from the backbone-output cache (``training.probe_cache.cached_probe``). Measured end to end on a
    small AST (``SMALL_AST``: hidden 192, 4 layers; labelled in the results); for AST-base the
    uncached epoch is timed on ``--base-clips`` clips and scaled to the epoch (stated).
 
@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 
 from petl_kit.config import build
 from petl_kit.data import AudioDataset, Clip, DatasetSplits, FbankExtractor, SpecAugment, collate
-from petl_kit.data.probe_cache import cached_probe
-from petl_kit.model import build_model
-from petl_kit.train import TrainConfig, fit
+from petl_kit.model.build import build_model
+from petl_kit.training.probe_cache import cached_probe
+from petl_kit.training.train import TrainConfig, fit
 
 SMALL_AST = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3,
              "intermediate_size": 768, "max_length": 500}  # fmt: skip
@@ -212,7 +212,7 @@ def main(argv=None) -> None:
 def bench_probe_cached_only(clips, repeats: int) -> float:
     """Head-only epoch over all clips for AST-base's width (D = 768): the cached epoch's cost does
     not depend on the backbone beyond D, so random pooled vectors time it exactly."""
-    from petl_kit.data.probe_cache import ProbeModel, _Pooled
+    from petl_kit.training.probe_cache import ProbeModel, _Pooled
 
     model = build_model(backbone="ast", backbone_config={"max_length": 500, "num_hidden_layers": 1},
                         num_classes=50, method="linear", profile="reference", seed=0)  # fmt: skip

@@ -25,7 +25,7 @@ import torch
 
 import petl_kit as pk
 from petl_kit import efficiency
-from petl_kit.backbones import patch_grid
+from petl_kit.backbones.registry import patch_grid
 
 BASE = {"reduction_rate": 128}
 MODELS = {

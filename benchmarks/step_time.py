@@ -3,7 +3,8 @@
 Every configuration is built with ``pk.build_model("ast", backbone_config={"max_length": 100},
 num_classes=35, method=..., method_config=...)`` (random weights, corrected profile unless
 ``--kit-profile reference``) and trained with the kit's own optimiser
-(:func:`petl_kit.train.make_optimizer`: AdamW 0.9/0.98, eps 1e-6, weight decay 0.1, constant LR).
+(:func:`petl_kit.training.train.make_optimizer`: AdamW 0.9/0.98, eps 1e-6, weight decay 0.1,
+constant LR).
 One step = ``zero_grad`` → forward → cross-entropy → backward → ``opt.step()`` on a random batch
 ``[8, 100, 128]`` (8 clips × 100 fbank frames: 110 tokens), on the CPU.
 
@@ -46,7 +47,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import petl_kit as pk
 from petl_kit.config import build
-from petl_kit.train import TrainConfig, make_optimizer
+from petl_kit.training.train import TrainConfig, make_optimizer
 
 BATCH, MAX_LENGTH, CLASSES = 8, 100, 35
 GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}

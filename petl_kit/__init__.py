@@ -9,21 +9,18 @@
 __version__ = "0.1.0"
 
 # Models: backbones (AST, wav2vec2, HuBERT, MERT, MusicFM, the scratch baseline), methods, presets.
-from .backbones import FAMILIES, CheckpointError, load_backbone, tiny_config
+from .backbones.mert import load_mert
+from .backbones.musicfm import MusicFMConfig, MusicFMModel, load_musicfm
+from .backbones.registry import FAMILIES, CheckpointError, load_backbone, tiny_config
 from .config import ConfigError
 from .data import load_dataset
 from .efficiency import count_parameters, flops_per_example, pareto_front
-from .mert import load_mert
-from .methods import get_method, list_methods, make_config, register_method
-from .methods.registry import list_presets, method_preset
-from .model import PetlModel, build_model, load_trained, save_trained
-from .musicfm import MusicFMConfig, MusicFMModel, load_musicfm
 
 # Runs: notebook parameters, run folders, headless execution, sweeps, results and reports.
-from .provenance import new_run_dir
-from .report import collect_results, write_report
-from .results import aggregate_results, filter_results, paper_table
-from .runs import (
+from .experiments.provenance import new_run_dir
+from .experiments.report import collect_results, write_report
+from .experiments.results import aggregate_results, filter_results, paper_table
+from .experiments.runs import (
     RunFailed,
     RunResult,
     collect_params,
@@ -33,7 +30,10 @@ from .runs import (
     run_notebook,
     validate_params,
 )
-from .sweep import plan_sweep, run_sweep
+from .experiments.sweep import plan_sweep, run_sweep
+from .methods import get_method, list_methods, make_config, register_method
+from .methods.registry import list_presets, method_preset
+from .model import PetlModel, build_model, load_trained, save_trained
 
 __all__ = [
     "FAMILIES",

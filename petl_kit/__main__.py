@@ -28,7 +28,7 @@ QUICKSTART = "params/quickstart.yaml"
 
 
 def _value(text: str):
-    from .provenance import load_yaml
+    from .experiments.provenance import load_yaml
 
     try:
         return load_yaml(text)
@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sweep", type=Path, default=None, help=f"sweep file (default {QUICKSTART})")
     demo.add_argument("--fresh", action="store_true", help="rerun runs that already completed")
     _sweep_options(demo)
+
+    crossval = sub.add_parser(
+        "crossval",
+        add_help=False,
+        help="cross-validation folds or few-shot episodes of one params file",
+    )
+    crossval.add_argument("args", nargs=argparse.REMAINDER)
 
     sub.add_parser("methods", help="list the registered PETL methods")
     params = sub.add_parser("params", help="show a notebook's parameters (types, defaults, help)")
@@ -117,7 +124,7 @@ def parse_filters(items: list[str]) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from .runs import load_params_file, run_notebook
+    from .experiments.runs import load_params_file, run_notebook
 
     params, source = {}, "-p"
     if args.params_file:
@@ -125,7 +132,7 @@ def _cmd_run(args) -> int:
         source = str(args.params_file)
     overrides = parse_overrides(args.param)
     if overrides:
-        from .runs import validate_params
+        from .experiments.runs import validate_params
 
         validate_params(args.notebook, overrides, source="-p overrides")
         source += " + -p overrides" if args.params_file else ""
@@ -136,14 +143,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .experiments.sweep import run_sweep
 
     records = run_sweep(args.file, **_sweep_kwargs(args))
     return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
 
 
 def _cmd_report(args) -> int:
-    from .report import write_report
+    from .experiments.report import write_report
 
     paths = write_report(args.experiment, **parse_filters(args.filter))
     print(paths["md"].read_text())
@@ -160,7 +167,7 @@ def _quickstart_file() -> Path:
 
 
 def _ensure_builtin(name: str = "tiny-ast") -> None:
-    from . import pretrained
+    from .backbones import pretrained
 
     # the folder pretrained.builtin_checkpoint caches into (complete once pretraining.json is in)
     folder = pretrained.cache_dir() / f"{name}-v{pretrained.BUILTINS[name].version}"
@@ -175,8 +182,8 @@ def _ensure_builtin(name: str = "tiny-ast") -> None:
 
 
 def _cmd_demo(args) -> int:
-    from .report import write_report
-    from .sweep import plan_sweep, run_sweep
+    from .experiments.report import write_report
+    from .experiments.sweep import plan_sweep, run_sweep
 
     t0 = time.perf_counter()
     # tiny models: one thread per process is as fast, and far faster on a shared, busy CPU
@@ -197,6 +204,12 @@ def _cmd_demo(args) -> int:
     return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
 
 
+def _cmd_crossval(args) -> int:
+    from .experiments import crossval
+
+    return crossval.main(args.args)
+
+
 def _cmd_methods(args) -> int:
     import petl_kit as pk
 
@@ -208,7 +221,7 @@ def _cmd_methods(args) -> int:
 
 
 def _cmd_params(args) -> int:
-    from .runs import notebook_parameters
+    from .experiments.runs import notebook_parameters
 
     for name, p in notebook_parameters(args.notebook).items():
         print(
@@ -218,13 +231,14 @@ def _cmd_params(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .backbones import CheckpointError
+    from .backbones.registry import CheckpointError
     from .config import ConfigError
-    from .runs import RunFailed
+    from .experiments.runs import RunFailed
 
     args = build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report, "demo": _cmd_demo,
-                "methods": _cmd_methods, "params": _cmd_params}  # fmt: skip
+                "crossval": _cmd_crossval, "methods": _cmd_methods,
+                "params": _cmd_params}  # fmt: skip
     try:
         return handlers[args.command](args)
     except RunFailed as err:

@@ -19,11 +19,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
+from .errors import ConfigError
+
 PROFILES = ("corrected", "reference")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is not valid; the message says what would be."""
+# Every task the kit trains and scores (the metrics of each: training.metrics.METRICS)
+TASKS = ("multiclass", "multilabel", "key", "tempo")
 
 
 def option(reference: Any, corrected: Any, doc: str = "") -> Any:

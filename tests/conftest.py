@@ -58,7 +58,7 @@ def train_steps(model, x, mask, y, n: int) -> dict[str, bool]:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """``{family: folder}`` of tiny random-weight backbones written by ``save_pretrained``."""
-    from petl_kit.backbones import load_backbone, tiny_config
+    from petl_kit.backbones.registry import load_backbone, tiny_config
 
     root = tmp_path_factory.mktemp("ckpt")
     out = {}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit.backbones import load_backbone, resize_ast_position_embeddings, tiny_config
+from petl_kit.backbones.registry import load_backbone, resize_ast_position_embeddings, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from torch import nn
 import petl_kit as pk
 from petl_kit import efficiency
 from petl_kit.efficiency import pareto_front
-from petl_kit.train import FitResult
+from petl_kit.training.train import FitResult
 from tests.conftest import example_input
 
 

@@ -1,11 +1,13 @@
-"""Method-specific looks (petl_kit.insight) on tiny random-weight AST models: shapes and sanity."""
+"""Method-specific looks (petl_kit.analysis.insight) on tiny random-weight AST models: shapes
+and sanity."""
 
 import numpy as np
 import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import anatomy, insight
+from petl_kit.analysis import insight
+from petl_kit.backbones import anatomy
 
 from .conftest import example_input
 

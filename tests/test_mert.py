@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import mert
-from petl_kit.backbones import frames_for, load_backbone
-from petl_kit.mert import MertCheckpointError
+from petl_kit.backbones import mert
+from petl_kit.backbones.mert import MertCheckpointError
+from petl_kit.backbones.registry import frames_for, load_backbone
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from petl_kit.metrics import (
+from petl_kit.training.metrics import (
     METRICS,
     aggregate_segments,
     compute_metrics,
@@ -15,7 +15,7 @@ from petl_kit.metrics import (
     loss_fn,
     primary_metric,
 )
-from petl_kit.music_tasks import (
+from petl_kit.training.music_tasks import (
     KEY_CLASSES,
     TEMPO_BINS,
     key_index,

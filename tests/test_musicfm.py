@@ -6,16 +6,16 @@ import torch
 import torchaudio
 
 import petl_kit as pk
-from petl_kit import anatomy
-from petl_kit.backbones import CheckpointError, load_backbone, tiny_config
-from petl_kit.methods import adapter
-from petl_kit.musicfm import (
+from petl_kit.backbones import anatomy
+from petl_kit.backbones.musicfm import (
     MSD_MEL_MEAN,
     MSD_MEL_STD,
     MusicFMConfig,
     MusicFMModel,
     load_musicfm,
 )
+from petl_kit.backbones.registry import CheckpointError, load_backbone, tiny_config
+from petl_kit.methods import adapter
 from tests.conftest import train_steps
 
 SR = 24000

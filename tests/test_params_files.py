@@ -11,9 +11,9 @@ import nbformat
 import pytest
 
 import petl_kit as pk
-from petl_kit.provenance import load_yaml
-from petl_kit.runs import COMMON_KEYS, known_keys, type_matches
-from petl_kit.sweep import plan_sweep
+from petl_kit.experiments.provenance import load_yaml
+from petl_kit.experiments.runs import COMMON_KEYS, known_keys, type_matches
+from petl_kit.experiments.sweep import plan_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = sorted((REPO / "params").rglob("*.yaml"))

@@ -7,7 +7,7 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from petl_kit import plots
+from petl_kit.views import plots
 
 
 @pytest.fixture(autouse=True)

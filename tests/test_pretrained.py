@@ -8,8 +8,8 @@ import torch
 from filelock import FileLock
 
 import petl_kit as pk
-from petl_kit import pretrained
-from petl_kit.backbones import resolve_checkpoint
+from petl_kit.backbones import pretrained
+from petl_kit.backbones.registry import resolve_checkpoint
 from petl_kit.config import ConfigError
 
 # 3 clips per class (1 train / 1 val / 1 test), one epoch: seconds instead of a minute

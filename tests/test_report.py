@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from petl_kit import provenance
-from petl_kit.report import export_table, to_latex, to_markdown, write_report
-from petl_kit.results import (
+from petl_kit.experiments import provenance
+from petl_kit.experiments.report import export_table, to_latex, to_markdown, write_report
+from petl_kit.experiments.results import (
     aggregate_results,
     collect_results,
     filter_results,

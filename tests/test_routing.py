@@ -1,5 +1,6 @@
-"""The routing recorder, token-grid mapping and diagnostics (``petl_kit.routing``), its figures
-(``petl_kit.routing_plots``) and the mixture cost helpers (``petl_kit.efficiency``)."""
+"""The routing recorder, token-grid mapping and diagnostics (``petl_kit.analysis.routing``), its
+figures (``petl_kit.views.routing_plots``) and the mixture cost helpers
+(``petl_kit.efficiency``)."""
 
 import math
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import efficiency, routing, routing_plots
-from petl_kit.routing import RoutingRecorder
+from petl_kit import efficiency
+from petl_kit.analysis import routing
+from petl_kit.analysis.routing import RoutingRecorder
+from petl_kit.views import routing_plots
 from tests.conftest import example_input
 
 CFG = {"reduction_rate": 8, "num_adapters": 3}

@@ -12,11 +12,11 @@ import torch
 import yaml
 
 import petl_kit as pk
-from petl_kit import provenance, runs
 from petl_kit.config import ConfigError
-from petl_kit.report import collect_results, summary_table, write_report
-from petl_kit.sweep import plan_sweep, run_sweep
-from petl_kit.train import evaluate
+from petl_kit.experiments import provenance, runs
+from petl_kit.experiments.report import collect_results, summary_table, write_report
+from petl_kit.experiments.sweep import plan_sweep, run_sweep
+from petl_kit.training.train import evaluate
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -426,7 +426,7 @@ def test_report_tables_and_files(outputs):
 
 # ---------------------------------------------------------------------------- insight
 def test_insight_weight_change_and_features(tiny_checkpoints):
-    from petl_kit import insight
+    from petl_kit.analysis import insight
     from petl_kit.data import FbankExtractor, make_synthetic
 
     def build():

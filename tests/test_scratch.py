@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import petl_kit as pk
+from petl_kit.backbones.scratch import TINY_SCRATCH, ScratchConfig, ScratchModel
 from petl_kit.config import ConfigError
-from petl_kit.scratch import TINY_SCRATCH, ScratchConfig, ScratchModel
 
 
 def expected_count(cfg: ScratchConfig, num_classes: int) -> int:
@@ -71,7 +71,7 @@ def test_attention_mask_gives_the_valid_frames_to_pooling():
 
 def test_learns_a_separable_task_quickly():
     """A few full-FT steps on two very different chords drive the loss down."""
-    from petl_kit.data.synthetic_music import make_synthetic_music
+    from petl_kit.data.music.synthetic import make_synthetic_music
 
     ds = make_synthetic_music("chords", n_per_class=4, clip_seconds=1.0, seed=0)
     x = torch.stack([torch.from_numpy(c.source) for c in ds.train if c.label in (0, 18)])

@@ -15,11 +15,11 @@ import torch
 import yaml
 
 import petl_kit as pk
-from petl_kit import train
 from petl_kit.config import ConfigError
-from petl_kit.executors import executor_options
-from petl_kit.results import aggregate_results, collect_results, paper_table
-from petl_kit.sweep import completed_runs, plan_sweep, run_sweep
+from petl_kit.experiments.executors import executor_options
+from petl_kit.experiments.results import aggregate_results, collect_results, paper_table
+from petl_kit.experiments.sweep import completed_runs, plan_sweep, run_sweep
+from petl_kit.training import train
 from tests.test_runs import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 import petl_kit as pk
 from petl_kit.config import ConfigError, build
 from petl_kit.data import Clip, DatasetSplits, collate
-from petl_kit.metrics import METRICS, primary_metric
-from petl_kit.music_tasks import KEY_CLASSES, TEMPO_CLASSES
-from petl_kit.train import (
+from petl_kit.training.metrics import METRICS, primary_metric
+from petl_kit.training.music_tasks import KEY_CLASSES, TEMPO_CLASSES
+from petl_kit.training.train import (
     TrainConfig,
     fit,
     lr_factor,

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from matplotlib import pyplot as plt
 
-from petl_kit import widgets
-from petl_kit.widgets import ALL, Dashboard
+from petl_kit.views import widgets
+from petl_kit.views.widgets import ALL, Dashboard
 
 
 def write_run(root, experiment, name, *, seed=0, dataset="synthetic", backbone="ast",

@@ -31,9 +31,8 @@ from .folders import load_audiofolder, load_csv, write_audiofolder
 from .fsc import load_fsc
 from .gsc import load_gsc
 from .iemocap import load_iemocap
-from .music import MUSIC_SETS, load_music_manifest, music_sets
-from .music_build import write_music_manifest
-from .probe_cache import ProbeModel, cached_probe, pooled_outputs
+from .music.build import write_music_manifest
+from .music.manifests import MUSIC_SETS, load_music_manifest, music_sets
 from .protocols import few_shot, fold_sizes, num_folds, protocol, summarize
 from .synthetic import make_synthetic
 from .us8k import load_us8k
@@ -50,11 +49,9 @@ __all__ = [
     "FbankExtractor",
     "FeatureStore",
     "MUSIC_SETS",
-    "ProbeModel",
     "SpecAugment",
     "WaveformExtractor",
     "cache_dir",
-    "cached_probe",
     "clear_cache",
     "collate",
     "feature_extractor_for",
@@ -68,7 +65,6 @@ __all__ = [
     "load_music_manifest",
     "make_synthetic",
     "num_folds",
-    "pooled_outputs",
     "protocol",
     "register_dataset",
     "resample",
@@ -162,7 +158,7 @@ for _name, _fn in music_sets().items():  # mtat, mtat_clean, mtg_top50, giantste
     register_dataset(_name, _fn)
 
 # built-in generated music sets (synthetic_key, synthetic_tempo, synthetic_tags)
-from .synthetic_music import make_synthetic_music, music_loaders  # noqa: E402, F401
+from .music.synthetic import make_synthetic_music, music_loaders  # noqa: E402, F401
 
 for _name, _fn in music_loaders().items():
     register_dataset(_name, _fn, requires_path=False)

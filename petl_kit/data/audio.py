@@ -17,11 +17,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as taf
 
-__all__ = ["AudioError", "load_audio", "resample", "audio_info"]
+from ..errors import AudioError
 
-
-class AudioError(ValueError):
-    """An audio file is missing, unreadable, empty or does not match what was asked of it."""
+__all__ = ["AudioError", "load_audio", "resample", "audio_info", "clip_wave"]
 
 
 def _as_tensor(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -133,3 +131,11 @@ def load_audio(
 
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     return resample(wave, file_sr, sample_rate)
+
+
+def clip_wave(clip, sample_rate: int, channel="mean") -> torch.Tensor:
+    """Mono float32 ``[time]`` waveform of a :class:`~petl_kit.data.base.Clip` at
+    ``sample_rate``: its in-memory array resampled, or its file loaded and resampled."""
+    if isinstance(clip.source, np.ndarray):
+        return resample(torch.from_numpy(clip.source), clip.sample_rate, sample_rate)
+    return load_audio(clip.source, sample_rate, channel=channel)

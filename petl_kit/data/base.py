@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..metrics import TASKS
+from ..config import TASKS
+from ..errors import DatasetError
 from .audio import audio_info
 from .dataset import AudioDataset, collate
 from .features import SpecAugment
@@ -20,10 +21,6 @@ from .segments import VAL_CROPS, SegmentDataset, check_length, collate_segments
 __all__ = ["Clip", "DatasetSplits", "DatasetError", "stratified_split"]
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset's layout, manifest or labels are not what the loader expects."""
 
 
 @dataclass

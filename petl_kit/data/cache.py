@@ -34,6 +34,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import AudioError
+from .audio import clip_wave
+
 __all__ = ["CACHE_VERSION", "FeatureStore", "cache_dir", "clear_cache", "clip_identity"]
 
 CACHE_VERSION = 1
@@ -59,8 +62,6 @@ def clip_identity(clip) -> str:
     try:
         st = path.stat()
     except FileNotFoundError as err:
-        from .audio import AudioError
-
         raise AudioError(f"audio file not found: {path}") from err
     return f"{path}|{st.st_mtime_ns}|{st.st_size}|{clip.sample_rate}"
 
@@ -69,17 +70,14 @@ class _Compute(Dataset):
     """Clip i -> its stored array (fbank features or the resampled waveform), for the build."""
 
     def __init__(self, clips, extractor, channel, kind):
-        from .dataset import AudioDataset
-
-        self.ds = AudioDataset(clips, extractor, num_classes=1, task="multiclass", channel=channel)
-        self.kind = kind
+        self.clips, self.extractor, self.channel, self.kind = clips, extractor, channel, kind
 
     def __len__(self):
-        return len(self.ds)
+        return len(self.clips)
 
     def __getitem__(self, i):
-        wave = self.ds.load_wave(i)
-        return (self.ds.extractor(wave) if self.kind == "fbank" else wave).numpy()
+        wave = clip_wave(self.clips[i], self.extractor.sample_rate, self.channel)
+        return (self.extractor(wave) if self.kind == "fbank" else wave).numpy()
 
 
 class FeatureStore:

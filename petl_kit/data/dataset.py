@@ -6,11 +6,11 @@ nothing else; a feature cache can wrap the dataset later.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import load_audio, resample
+from .audio import clip_wave
+from .cache import FeatureStore
 
 __all__ = ["AudioDataset", "collate", "TASKS"]
 
@@ -54,8 +54,6 @@ class AudioDataset(Dataset):
         self.channel = channel
         self.cache = None
         if cache is not False and cache is not None:
-            from .cache import FeatureStore
-
             store = cache if isinstance(cache, FeatureStore) else None
             if store is None:
                 store = FeatureStore(cache_name, extractor, channel=channel)
@@ -72,11 +70,7 @@ class AudioDataset(Dataset):
 
     def load_wave(self, i: int) -> torch.Tensor:
         """Mono float32 ``[time]`` waveform of clip ``i`` at ``extractor.sample_rate``."""
-        clip = self.clips[i]
-        sr = self.extractor.sample_rate
-        if isinstance(clip.source, np.ndarray):
-            return resample(torch.from_numpy(clip.source), clip.sample_rate, sr)
-        return load_audio(clip.source, sr, channel=self.channel)
+        return clip_wave(self.clips[i], self.extractor.sample_rate, self.channel)
 
     def __getitem__(self, i: int) -> dict:
         clip = self.clips[i]

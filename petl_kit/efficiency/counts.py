@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
 
 GROUPS = ("head", "final_norm", "norms", "router", "method", "backbone")
 

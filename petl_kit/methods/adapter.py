@@ -43,8 +43,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .. import anatomy
-from ..backbones import patch_grid
+from ..backbones import anatomy
+from ..backbones.registry import patch_grid
 from ..config import ConfigError, option
 from . import blocks, music_adapter
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset

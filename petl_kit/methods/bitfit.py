@@ -18,7 +18,7 @@ from typing import Literal
 
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
 from .registry import MethodConfig, MethodSpec, register_method
 
 

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
 from ..config import ConfigError, option
 from . import blocks, experts
 from ._init import trunc_normal_

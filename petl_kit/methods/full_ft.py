@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .. import anatomy
+from ..backbones import anatomy
 from ..config import option
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 

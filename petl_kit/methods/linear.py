@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import anatomy
+from ..backbones import anatomy
 from .registry import MethodConfig, MethodSpec, register_method
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
 from ..config import ConfigError, option
 from ._init import trunc_normal_
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset

@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
 from ..config import ConfigError
 from . import blocks
 

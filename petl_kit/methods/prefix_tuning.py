@@ -40,7 +40,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .. import anatomy
+from ..backbones import anatomy
 from ..config import ConfigError
 from ._init import vpt_uniform_bound
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset

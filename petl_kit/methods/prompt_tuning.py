@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import anatomy
+from ..backbones import anatomy
+from ..backbones.anatomy import CLS, DIST, PATCH, PROMPT
 from ..config import ConfigError, option
 from ._init import vpt_uniform_bound
 from .registry import MethodConfig, MethodSpec, register_method
@@ -165,8 +166,6 @@ def prompt_roles(seq_len: int, head: tuple[int, ...], num_prompts: int, prompt: 
 
 
 def apply(model, cfg: PromptTuningConfig) -> None:
-    from ..model import CLS, DIST, PATCH, PROMPT  # model imports methods: import here
-
     backbone = model.backbone
     blocks = anatomy.layers(backbone)
     if model.family == "ast":

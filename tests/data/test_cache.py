@@ -18,7 +18,7 @@ from petl_kit.data import (
     WaveformExtractor,
     make_synthetic,
 )
-from petl_kit.data.probe_cache import cached_probe
+from petl_kit.training.probe_cache import cached_probe
 
 
 @pytest.fixture(autouse=True)
@@ -148,8 +148,8 @@ def test_corrupt_or_empty_file_fails_the_build_naming_it(files, tmp_path):
 
 # ------------------------------------------------------------------ backbone-output cache
 def _probe_setup(**model_kw):
-    from petl_kit.backbones import tiny_config
-    from petl_kit.model import build_model
+    from petl_kit.backbones.registry import tiny_config
+    from petl_kit.model.build import build_model
 
     s = make_synthetic(n_per_class=3, seed=0, clip_seconds=0.2, val_fraction=0.2, test_fraction=0.2)
     kw = dict(backbone="ast", backbone_config=tiny_config("ast", max_length=48),
@@ -161,7 +161,7 @@ def _probe_setup(**model_kw):
 
 def test_cached_linear_probe_trains_exactly_like_the_full_model():
     from petl_kit.config import build
-    from petl_kit.train import TrainConfig, fit
+    from petl_kit.training.train import TrainConfig, fit
 
     cfg = build(TrainConfig, {"epochs": 2, "progress": False, "device": "cpu"})
     _, full, loaders = _probe_setup()

@@ -11,11 +11,11 @@ import torch
 
 import petl_kit as pk
 from petl_kit.data import DatasetError, WaveformExtractor, load_dataset
-from petl_kit.data.music import load_music_manifest
-from petl_kit.data.music_build import main as build_main
-from petl_kit.data.music_build import write_music_manifest
+from petl_kit.data.music.build import main as build_main
+from petl_kit.data.music.build import write_music_manifest
+from petl_kit.data.music.manifests import load_music_manifest
 from petl_kit.data.segments import SegmentDataset, num_segments
-from petl_kit.music_tasks import KEY_CLASSES
+from petl_kit.training.music_tasks import KEY_CLASSES
 
 SR = 24000
 

@@ -11,7 +11,7 @@ import soundfile as sf
 
 import petl_kit as pk
 from petl_kit.data import DatasetError
-from petl_kit.data.music_augment import augment_manifest, main
+from petl_kit.data.music.augment import augment_manifest, main
 
 SR = 24000
 

@@ -134,7 +134,7 @@ def params(esc_mini, tiny_checkpoints, tmp_path, monkeypatch):
 
 
 def test_run_folds_writes_per_fold_results_mean_and_population_std(params, tmp_path):
-    from petl_kit.crossval import run_folds
+    from petl_kit.experiments.crossval import run_folds
 
     out = run_folds(params, out_dir=tmp_path / "cv", dataset_options={"cache": True})
     saved = json.loads((tmp_path / "cv" / "metrics.json").read_text())
@@ -160,7 +160,7 @@ def test_run_folds_writes_per_fold_results_mean_and_population_std(params, tmp_p
 
 
 def test_run_few_shot_writes_episodes_mean_and_std(params, tmp_path):
-    from petl_kit.crossval import run_few_shot
+    from petl_kit.experiments.crossval import run_few_shot
 
     params = {**params, "profile": "corrected"}
     out = run_few_shot(params, [1, 2], episodes=2, base_seed=7, folds=[0], out_dir=tmp_path / "fs")
@@ -180,7 +180,7 @@ def test_run_few_shot_writes_episodes_mean_and_std(params, tmp_path):
 
 
 def test_a_failing_fold_marks_the_call_failed(params, tmp_path):
-    from petl_kit.crossval import run_folds
+    from petl_kit.experiments.crossval import run_folds
 
     with pytest.raises(Exception, match="fold 7 does not exist"):
         run_folds(params, folds=[7], out_dir=tmp_path / "bad")

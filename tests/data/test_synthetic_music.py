@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import petl_kit as pk
-from petl_kit.data.synthetic_music import (
+from petl_kit.data.music.synthetic import (
     KEY_CLASSES,
     TAG_CLASSES,
     TEMPO_BINS,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import anatomy
+from petl_kit.backbones import anatomy
 from petl_kit.methods.adapter import PLACEMENTS, AdapterConfig, AdapterSublayer
 from tests.conftest import Known, example_input
 from tests.methods.test_contract import _build, _steps

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit import anatomy
+from petl_kit.backbones import anatomy
 from petl_kit.methods import blocks
 from petl_kit.methods.dense_moa import AddAgain, DenseMoA, MoASublayer
 from tests.conftest import Known, example_input

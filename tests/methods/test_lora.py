@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import petl_kit as pk
-from petl_kit import anatomy
+from petl_kit.backbones import anatomy
 from petl_kit.methods._init import apply_r2_, reference_init_
 from petl_kit.methods.lora import LoRAConfig, LoRALinear, LoRAPair
 from tests.conftest import example_input

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import petl_kit as pk
-from petl_kit import anatomy
-from petl_kit.backbones import load_backbone
+from petl_kit.backbones import anatomy
+from petl_kit.backbones.registry import load_backbone
 from petl_kit.methods.lora import LoRAConv1d, LoRALinear, LoRAPair
 from petl_kit.methods.registry import list_presets, method_preset
 from tests.conftest import example_input
@@ -20,7 +20,7 @@ LAYOUTS = {"post_ln": {}, "pre_ln": {"do_stable_layer_norm": True}}
 def mert_checkpoints(tmp_path_factory):
     """``{layout: folder}``: tiny MERT (95M post-LN layout, 330M pre-LN layout) in the published
     MERT-v1 format, non-trivial weights."""
-    from petl_kit import mert
+    from petl_kit.backbones import mert
 
     root = tmp_path_factory.mktemp("mert_layouts")
     out = {}
@@ -228,7 +228,7 @@ def test_every_method_on_mert(method, layout, as_family, tmp_path):
 
 
 def test_music_probe_trains_the_head_only_even_with_a_final_norm():
-    from petl_kit import mert
+    from petl_kit.backbones import mert
 
     with torch.device("meta"):  # 330M layout: pre-LN, so it has a final LayerNorm
         model = pk.build_model(

@@ -8,7 +8,7 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import petl_kit as pk
-from petl_kit import anatomy
+from petl_kit.backbones import anatomy
 from petl_kit.methods.prefix_tuning import ATTN_IMPLEMENTATION, prefix_attention
 from tests.conftest import example_input
 from tests.methods.test_contract import _build

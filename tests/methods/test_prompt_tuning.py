@@ -8,9 +8,9 @@ import torch
 from transformers import ASTConfig
 
 import petl_kit as pk
-from petl_kit import anatomy
+from petl_kit.backbones import anatomy
+from petl_kit.backbones.anatomy import CLS, DIST, PATCH, PROMPT
 from petl_kit.methods._init import vpt_uniform_bound
-from petl_kit.model import CLS, DIST, PATCH, PROMPT
 from tests.conftest import example_input
 from tests.methods.test_contract import _build
 

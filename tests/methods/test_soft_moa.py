@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import petl_kit as pk
+from petl_kit.analysis.routing import RoutingRecorder
 from petl_kit.methods import blocks
 from petl_kit.methods.experts import group_blocks
 from petl_kit.methods.soft_moa import SoftMoA
-from petl_kit.routing import RoutingRecorder
 from tests.methods.test_dense_moa import HEAD_31, _counts
 
 # ------------------------------------------------------------------ exact counts

@@ -1,0 +1,224 @@
+"""Executing planned sweep runs: in this process one after another, or through submitit.
+
+A run is executed by :func:`run_spec` — the same function in this process, in a local worker
+process or on a cluster node: it fills the run folder the sweep made for it and returns a record.
+It never raises for a failing run (the folder's ``metrics.json`` says ``failed`` with the
+traceback); only an interrupt stops the sweep, and an interrupted run is simply not completed, so
+the next ``run_sweep`` runs it again in a fresh folder.
+
+submitit (``AutoExecutor``) is used when ``workers`` > 1 or an executor is named; at most
+``workers`` jobs are in flight at a time, the same loop for ``local`` processes and ``slurm``.
+Its logs go to ``<outputs>/<experiment>/.submitit/``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError
+from ..errors import RunFailed
+from .crossval import protocol_run
+from .provenance import experiment_dir, new_run_dir, read_json, write_json
+from .runs import known_keys, run_experiment, run_notebook
+
+if TYPE_CHECKING:
+    from .plan import RunSpec
+
+EXECUTORS = ("local", "slurm", "debug")
+_OWN_KEYS = {"name", "workers", "poll_seconds"}
+
+
+def executor_options(block: Any, file: Path, *, workers: int | None = None,
+                     name: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The sweep file's ``executor`` block (None, a name, or a mapping) with CLI overrides.
+
+    Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'poll_seconds':
+    float, 'submitit': {option: value}}``; ``name`` None (``none``) means: in this process, in
+    order.
+    """
+    block = {"name": block} if isinstance(block, str) else dict(block or {})
+    if not all(isinstance(k, str) for k in block):
+        raise ConfigError(f"{file}: executor: expected a mapping of option: value")
+    if name is not None:
+        block["name"] = name
+    if workers is not None:
+        block["workers"] = workers
+    n = block.get("workers", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{file}: executor.workers = {n!r}; expected an int >= 1")
+    chosen = block.get("name") or ("local" if n > 1 else None)
+    if chosen == "none":  # in this process, one run after another (workers ignored)
+        chosen, n = None, 1
+    if chosen not in (None, *EXECUTORS):
+        raise ConfigError(f"{file}: executor {chosen!r}; valid: none, {', '.join(EXECUTORS)}")
+    opts = {k: v for k, v in block.items() if k not in _OWN_KEYS}
+    return {"name": chosen, "workers": n, "poll_seconds": float(block.get("poll_seconds", 0.5)),
+            "submitit": opts}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- one run
+def prepare(spec: RunSpec) -> Path:
+    """The run's fresh folder, with ``sweep.json`` (its key) and a ``queued`` metrics.json."""
+    run_dir = new_run_dir(spec.experiment, spec.name)
+    write_json(run_dir / "sweep.json", {
+        "key": spec.key, "name": spec.name, "notebook": str(spec.notebook), "runner": spec.runner,
+        "protocol": spec.protocol, "source": spec.source,
+    })  # fmt: skip
+    write_json(run_dir / "metrics.json", {"status": "queued"})
+    return run_dir
+
+
+def run_inprocess(spec: RunSpec, run_dir: Path | None = None) -> Path:
+    """``run_experiment`` on the notebook's resolved params (no notebook is executed); a
+    protocol (fold / shots + episode) trains on that fold's or episode's splits."""
+
+    method = spec.resolved["method"]
+    params = {k: v for k, v in spec.resolved.items() if k in known_keys(method) and k != "run_dir"}
+    params.setdefault("progress", False)  # headless: no one watches the bars
+    run_dir = Path(run_dir) if run_dir else new_run_dir(spec.experiment, spec.name)
+    if spec.protocol:
+        protocol_run(params, run_dir, **spec.protocol)
+    else:
+        run_experiment(params, run_dir)
+    return run_dir
+
+
+def execute(spec: RunSpec, run_dir: Path | None = None) -> Path:
+    """Run one planned run (raises :class:`~petl_kit.errors.RunFailed` when it fails)."""
+    if spec.runner == "inprocess":
+        return run_inprocess(spec, run_dir)
+    return run_notebook(spec.notebook, spec.params, experiment=spec.experiment, name=spec.name,
+                        source=spec.source, run_dir=run_dir)  # fmt: skip
+
+
+def run_spec(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """Execute one run into ``run_dir``; the record :func:`petl_kit.sweep.run_sweep` returns."""
+    t0 = time.perf_counter()
+    try:
+        execute(spec, run_dir)
+        status, error = "completed", None
+    except RunFailed as err:
+        status, error = "failed", str(err)
+    except Exception as err:  # anything else: still recorded, the sweep goes on
+        status, error = "failed", f"{type(err).__name__}: {err}"
+        _mark(run_dir, "failed", error, traceback.format_exc())
+    return {"name": spec.name, "status": status, "run_dir": Path(run_dir),
+            "seconds": time.perf_counter() - t0, "error": error}  # fmt: skip
+
+
+def _mark(run_dir: Path, status: str, error: str, trace: str) -> None:
+    """Record ``status`` unless the run already finished (it wrote its own, fuller record)."""
+    metrics = read_json(run_dir / "metrics.json") or {}
+    if metrics.get("status") not in ("failed", "completed", "interrupted"):
+        write_json(run_dir / "metrics.json", {**metrics, "status": status, "error": error,
+                                              "traceback": trace})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- many runs
+def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, Any], *,
+              log=None, progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """Skip the runs in ``done`` (key → folder), execute the others, return records in order."""
+    from tqdm.auto import tqdm
+
+    records: list[dict | None] = [None] * len(specs)
+    pending = []
+    for i, spec in enumerate(specs):
+        if spec.key in done:
+            records[i] = {"name": spec.name, "status": "skipped", "run_dir": done[spec.key],
+                          "seconds": 0.0, "error": None}  # fmt: skip
+        else:
+            pending.append(i)
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
+               desc=specs[0].experiment if specs else "sweep", disable=not progress)  # fmt: skip
+    say = log or bar.write
+    for i, spec in enumerate(specs):
+        if records[i] is not None:
+            say(
+                f"[{i + 1}/{len(specs)}] {spec.name}: skipped, completed in {records[i]['run_dir']}"
+            )
+
+    def finished(i: int, record: dict) -> None:
+        records[i] = record
+        metrics = read_json(record["run_dir"] / "metrics.json") or {}
+        say(f"[{i + 1}/{len(specs)}] {record['name']}: {record['status']} in "
+            f"{record['seconds']:.1f} s{_score_text(metrics)}  → {record['run_dir']}")  # fmt: skip
+        if record["error"]:
+            say(f"    {record['error'].splitlines()[0][:500]}")
+        bar.update(1)
+        bar.set_postfix(failed=sum(r is not None and r["status"] == "failed" for r in records))
+
+    try:
+        if options["name"] is None:
+            for i in pending:
+                say(f"[{i + 1}/{len(specs)}] {specs[i].name}: running ...")
+                run_dir = prepare(specs[i])
+                try:
+                    record = run_spec(specs[i], run_dir)
+                except BaseException:  # Ctrl-C: this run is unfinished, the next sweep reruns it
+                    _mark(run_dir, "interrupted", "the sweep was stopped", traceback.format_exc())
+                    raise
+                finished(i, record)
+        else:
+            _submitit(specs, pending, options, finished, say)
+    finally:
+        bar.close()
+    counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "skipped", "failed")}
+    say("sweep done: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return records
+
+
+def _submitit(specs, pending, options, finished, say) -> None:
+    import submitit
+
+    if not pending:
+        return
+    folder = experiment_dir(specs[0].experiment) / ".submitit"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=options["name"])
+    try:
+        executor.update_parameters(**{"name": f"petl-{specs[0].experiment}",
+                                      **options["submitit"]})  # fmt: skip
+    except (ValueError, TypeError, NameError) as err:  # submitit names bad keys by NameError
+        raise ConfigError(f"executor options {sorted(options['submitit'])}: {err}") from err
+    say(f"submitit {options['name']} executor, {options['workers']} worker(s), logs in {folder}")
+    queue, running = deque(pending), {}
+    try:
+        while queue or running:
+            while queue and len(running) < options["workers"]:
+                i = queue.popleft()
+                run_dir = prepare(specs[i])
+                job = executor.submit(run_spec, specs[i], run_dir)
+                running[job.job_id] = (job, i, run_dir)
+            ready = [key for key, (job, _, _) in running.items() if job.done()]
+            if not ready:
+                time.sleep(options["poll_seconds"])
+            for key in ready:
+                job, i, run_dir = running.pop(key)
+                finished(i, _result(job, specs[i], run_dir))
+    except BaseException:
+        for job, _, run_dir in running.values():  # stop the workers; their runs stay unfinished
+            job.cancel(check=False)
+            _mark(run_dir, "interrupted", "the sweep was stopped", "")
+        raise
+
+
+def _result(job, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """The job's record; a job that died (killed, out of memory) is recorded as failed."""
+    try:
+        return job.result()
+    except Exception as err:
+        error = f"the worker died: {type(err).__name__}: {str(err)[-2000:]}"
+        _mark(run_dir, "failed", error, getattr(job, "stderr", lambda: "")() or "")
+        return {"name": spec.name, "status": "failed", "run_dir": run_dir, "seconds": 0.0,
+                "error": error}  # fmt: skip
+
+
+def _score_text(metrics: dict) -> str:
+    test = metrics.get("test") or {}
+    for key in ("accuracy", "mAP"):
+        if isinstance(test.get(key), (int, float)):
+            return f", test {key} {test[key]:.3f}"
+    return ""

@@ -1,0 +1,384 @@
+"""Runs: the run parameters contract, one run and its folder, headless execution with papermill.
+
+Method notebook pattern (copy ``notebooks/12_bitfit.ipynb`` for a new method; see
+``notebooks/README.md``)::
+
+    [markdown]   what the method changes, its trainable set and count formula, the paper
+    [parameters] flat, typed, commented: COMMON_KEYS + the method's config_keys(method)
+    [code]       import petl_kit as pk
+                 result = pk.run_experiment(pk.collect_params(globals()))
+    [code]       learning curves, parameter groups, then the method-specific look
+
+``run_experiment`` does the work and writes the run folder (design §5)::
+
+    params.yaml  versions.json  metrics.json (status running → completed | failed)
+    history.csv  ledger.json  weights/ (trainable only)  learning_curves.png
+
+``run_notebook`` executes a notebook with papermill into a new run folder; ``petl_kit.sweep``
+runs many; ``petl_kit.report`` tabulates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..errors import RunFailed
+from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
+    load_params_file,
+    notebook_parameters,
+    resolve_params,
+    type_matches,
+    validate_params,
+)
+from .provenance import new_run_dir, read_json, versions, write_json, write_yaml
+
+# Keys every method notebook has (design §4), plus `method` and `run_dir` (set by the runner).
+COMMON_KEYS = (
+    "experiment", "run_dir", "method", "dataset", "data_path", "backbone", "checkpoint",
+    "max_length", "epochs", "batch_size", "lr", "seed", "profile", "device",
+)  # fmt: skip
+# Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache,
+# backbone-output cache (linear probing: the frozen backbone runs once per clip); encoder depth,
+# head and layer aggregation (music probing: build_model's arguments).
+OPTIONAL_KEYS = (
+    "n_per_class", "pooling", "freq_mask", "time_mask", "cache", "probe_cache",
+    "encoder_depth", "head", "layer_aggregation",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- parameters
+def _train_keys() -> tuple[str, ...]:
+    from ..training.train import TrainConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "profile")
+
+
+def known_keys(method: str) -> list[str]:
+    """Every key a notebook of ``method`` may declare: common, optional, training, method keys."""
+    from ..methods import config_keys
+
+    keys = [*COMMON_KEYS, *OPTIONAL_KEYS, *_train_keys(), *config_keys(method)]
+    return list(dict.fromkeys(keys))
+
+
+def collect_params(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The run parameters found in a notebook's ``globals()`` (its parameters cell's names)."""
+    if "method" not in namespace:
+        raise ConfigError("collect_params: the parameters cell must define `method`")
+    return {k: namespace[k] for k in known_keys(namespace["method"]) if k in namespace}
+
+
+# ---------------------------------------------------------------------------- one run
+@dataclass
+class RunResult:
+    """What a method notebook gets back for its insight cells."""
+
+    params: dict[str, Any]
+    run_dir: Path
+    model: Any = None
+    splits: Any = None
+    loaders: dict = field(default_factory=dict)
+    extractor: Any = None
+    fit: Any = None
+    metrics: dict = field(default_factory=dict)
+
+    def param_table(self):
+        """Trainable parameters by group (``count_parameters`` groups) as a DataFrame."""
+        from .report import param_group_table
+
+        return param_group_table(self.metrics)
+
+    def initial_model(self):
+        """The model as built before training (same build arguments and seed)."""
+        from ..model.build import build_model
+
+        return build_model(**self.model.build_args, seed=self.params["seed"])
+
+
+def dataset_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``load_dataset`` options a run's params imply: ``n_per_class`` sizes the generated
+    sets (``synthetic``, ``synthetic_key``, ...) and means nothing to the others."""
+    generated = params["dataset"] == "synthetic" or params["dataset"].startswith("synthetic_")
+    if generated and params.get("n_per_class") is not None:
+        return {"n_per_class": params["n_per_class"]}
+    return {}
+
+
+def _check_keys(params: dict[str, Any]) -> str:
+    from ..methods import get_method
+
+    if "method" not in params:
+        raise ConfigError("run parameters need `method`; valid keys: " + ", ".join(COMMON_KEYS))
+    method = get_method(params["method"]).name
+    missing = [k for k in COMMON_KEYS if k not in params and k != "run_dir"]
+    if missing:
+        raise ConfigError(f"run parameters: missing {', '.join(missing)} (every run needs them)")
+    unknown = sorted(set(params) - set(known_keys(method)))
+    if unknown:
+        raise ConfigError(
+            f"run parameters: unknown key(s) {', '.join(map(repr, unknown))} for method "
+            f"{method!r}; valid keys: {', '.join(known_keys(method))}"
+        )
+    return method
+
+
+def run_experiment(
+    params: dict[str, Any], run_dir: str | Path | None = None, *, splits=None
+) -> RunResult:
+    """Train one model as ``params`` say and write its run folder (module docstring).
+
+    ``params`` holds the keys of :data:`COMMON_KEYS`, optionally :data:`OPTIONAL_KEYS` and
+    ``TrainConfig`` fields, and the method's config keys. ``run_dir`` (or ``params['run_dir']``)
+    None creates ``<outputs>/<experiment>/<method>-<time>-<hex>/``. ``splits`` (a
+    ``DatasetSplits``, e.g. one fold or few-shot episode) replaces loading ``params['dataset']``.
+
+    On an exception ``metrics.json`` gets status ``failed`` and the traceback; then it re-raises.
+    """
+    params = dict(params)
+    method = _check_keys(params)
+    run_dir = Path(run_dir or params.get("run_dir") or new_run_dir(params["experiment"], method))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params["run_dir"] = str(run_dir)
+    result = RunResult(params=params, run_dir=run_dir, splits=splits)
+    base = {k: params[k] for k in ("method", "dataset", "backbone", "profile")}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # provenance first: a run that dies still says what it was
+    write_yaml(run_dir / "params.yaml", params)
+    write_json(run_dir / "versions.json", versions(_device_text(params["device"]), params["seed"]))
+    write_json(run_dir / "metrics.json", {"status": "running", **base, "started": started})
+    try:
+        _train(result, method)
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        write_json(run_dir / "metrics.json", {
+            "status": status, **base, "started": started, "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        })  # fmt: skip
+        raise
+    return result
+
+
+def _device_text(device: str) -> str:
+    from ..training.train import pick_device
+
+    try:
+        return str(pick_device(device))
+    except ConfigError:
+        return str(device)
+
+
+def _train(result: RunResult, method: str) -> None:
+    import pandas as pd
+    from matplotlib import pyplot as plt
+
+    from ..backbones.registry import get_family
+    from ..config import build
+    from ..data import SpecAugment, load_dataset
+    from ..efficiency import count_parameters, run_ledger
+    from ..methods import config_keys
+    from ..model import build_model, save_trained
+    from ..training.train import TrainConfig, fit, segment_options
+    from ..views import plots
+
+    p, run_dir = result.params, result.run_dir
+    values = {k: p[k] for k in _train_keys() if k in p}
+    if "progress" not in values and os.environ.get("PETL_KIT_PROGRESS") == "0":
+        values["progress"] = False  # headless (run_notebook): no one watches the bars
+    train_cfg = build(TrainConfig, values, p["profile"])
+    if result.splits is None:
+        result.splits = load_dataset(p["dataset"], p["data_path"], **dataset_options(p))
+    splits = result.splits
+    fbank = get_family(p["backbone"]).input_kind == "fbank"
+    result.model = model = build_model(
+        backbone=p["backbone"],
+        checkpoint=p["checkpoint"],
+        backbone_config={"max_length": p["max_length"]} if fbank else None,
+        num_classes=len(splits.classes),
+        method=method,
+        method_config={k: p[k] for k in config_keys(method) if k in p},
+        task=splits.task,
+        pooling=p.get("pooling") or "ALL",
+        profile=p["profile"],
+        seed=p["seed"],
+        encoder_depth=p.get("encoder_depth"),
+        head=p.get("head") or "linear",
+        layer_aggregation=p.get("layer_aggregation") or "last",
+    )
+    result.extractor = model.feature_extractor(
+        **({} if fbank else {"max_samples": p["max_length"]})
+    )
+    masks = p.get("freq_mask") or 0, p.get("time_mask") or 0
+    augment = SpecAugment(*masks) if fbank and any(masks) else None
+    cache = {"cache": p["cache"]} if p.get("cache") is not None else {}
+    result.loaders = splits.loaders(
+        result.extractor,
+        batch_size=train_cfg.batch_size,
+        spec_augment=augment,
+        seed=p["seed"],
+        **cache,
+        **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
+    )
+    fit_model, fit_loaders = model, result.loaders
+    if p.get("probe_cache"):  # exact for a linear probe of a deterministic frozen backbone
+        from ..training.probe_cache import cached_probe
+
+        try:
+            fit_model, fit_loaders = cached_probe(
+                model, result.loaders, device=train_cfg.device, progress=train_cfg.progress
+            )
+        except ValueError as err:
+            raise ConfigError(f"probe_cache=True: {err}") from err
+    result.fit = fr = fit(fit_model, fit_loaders, train_cfg)
+
+    counts = count_parameters(model)
+    result.metrics = metrics = {
+        "status": "completed", "method": method, "dataset": p["dataset"],
+        "backbone": p["backbone"], "profile": p["profile"], "task": splits.task,
+        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "param_groups": counts["groups"], "val": fr.val, "test": fr.test,
+        "test_last": fr.test_last, "test_best_val": fr.test_best_val, "select": fr.select,
+        "best_epoch": fr.best_epoch, "selected_epoch": fr.selected_epoch,
+        "train_seconds": fr.train_seconds, "peak_memory_mb": fr.peak_memory_mb,
+        "examples_per_second": fr.examples_per_second, "device": fr.device,
+        "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
+        "probe_cache": fit_model is not model,
+    }  # fmt: skip
+    pd.DataFrame(fr.history).to_csv(run_dir / "history.csv", index=False)
+    # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger
+    write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
+    save_trained(model, run_dir / "weights")
+    fig = plots.learning_curves(fr.history)
+    fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    started = (read_json(run_dir / "metrics.json") or {}).get("started")
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(run_dir / "metrics.json", {**metrics, "started": started, "finished": finished})
+
+
+# ---------------------------------------------------------------------------- headless
+class _KnownParameters(logging.Filter):
+    """papermill's regex cannot read annotations like ``str | None`` and warns that such
+    parameters are unknown; the kit has validated every key already, so those warnings go."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+_FILTER = _KnownParameters()
+
+
+def _local_kernel_manager():
+    """A kernel manager whose kernel talks over local IPC sockets in the temp folder: the run's
+    kernel is never reachable over TCP (and ipykernel has no reason to warn that it is)."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(tempfile.gettempdir(), f"petl-kit-kernel-{uuid.uuid4().hex}")
+
+    return LocalKernelManager
+
+
+def run_notebook(
+    notebook: str | Path,
+    params: dict[str, Any],
+    *,
+    experiment: str | None = None,
+    name: str | None = None,
+    source: str = "parameters",
+    run_dir: str | Path | None = None,
+) -> Path:
+    """Execute ``notebook`` with ``params`` into a new run folder and return the folder.
+
+    ``experiment`` overrides ``params['experiment']`` (default: the notebook's own default);
+    ``name`` (default: the method, else the notebook's stem) starts the run id. ``run_dir``: a
+    fresh folder made by the caller (a sweep makes it before handing the run to a worker).
+
+    Raises:
+        ConfigError for invalid params (before any folder is made); :class:`RunFailed` when the
+        notebook raises (its ``metrics.json`` says ``failed``, the executed notebook is kept).
+    """
+    import papermill as pm
+
+    if _FILTER not in logging.getLogger("papermill").filters:
+        logging.getLogger("papermill").addFilter(_FILTER)
+    notebook = Path(notebook)
+    params = dict(params)
+    if experiment is not None:
+        params["experiment"] = experiment
+    validate_params(notebook, params, source=source)
+    resolved = resolve_params(notebook, params)
+    experiment = resolved.get("experiment") or "scratch"
+    name = name or resolved.get("method") or notebook.stem
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(experiment, name)
+    resolved["run_dir"] = str(run_dir)
+    write_yaml(run_dir / "params.yaml", resolved)
+    write_json(run_dir / "run.json", {"notebook": str(notebook), "name": name,
+                                      "experiment": experiment, "source": source})  # fmt: skip
+    output = run_dir / notebook.name
+    try:
+        with _kernel_env(PETL_KIT_PROGRESS="0", HF_HUB_DISABLE_PROGRESS_BARS="1"):
+            pm.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters={**params, "run_dir": str(run_dir)},
+                kernel_name=None,
+                progress_bar=False,
+                **({} if os.name == "nt" else {"kernel_manager_class": _local_kernel_manager()}),
+            )
+    except Exception as err:
+        _record_failure(run_dir, err, output)
+        raise RunFailed(f"{notebook} failed: {_error_text(err)}; see {output}", run_dir) from err
+    metrics = read_json(run_dir / "metrics.json") or {}
+    if metrics.get("status") != "completed":  # the notebook never called run_experiment
+        _record_failure(
+            run_dir, RuntimeError("the notebook wrote no completed metrics.json"), output
+        )
+        raise RunFailed(
+            f"{notebook} finished without a completed metrics.json; see {output}", run_dir
+        )
+    return run_dir
+
+
+@contextlib.contextmanager
+def _kernel_env(**values: str):
+    """Environment variables the kernel inherits, restored afterwards in this process."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _error_text(err: Exception) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    return f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
+
+
+def _record_failure(run_dir: Path, err: Exception, notebook: Path) -> None:
+    metrics = read_json(run_dir / "metrics.json") or {}
+    if metrics.get("status") == "failed":  # run_experiment already wrote the full traceback
+        return
+    metrics.update(status="failed", error=_error_text(err), notebook=str(notebook))
+    if getattr(err, "traceback", None):
+        metrics["traceback"] = "\n".join(err.traceback)
+    write_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,319 @@
+"""Training loop: ``fit`` / ``evaluate``, best-validation selection, schedule, timing and memory.
+
+Defaults = the PETL_AST recipe (spec ``training.md`` §1.4): AdamW(0.9/0.98, eps 1e-6, wd 0.1) on
+the trainable parameters, cosine from the method's reference LR to 0 stepped after every batch.
+
+>>> cfg = build(TrainConfig, {"epochs": 5, "progress": False})
+>>> result = fit(model, make_loaders(model, splits, cfg), cfg)
+>>> result.test["accuracy"], result.history[-1]["val_loss"]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import ConfigError, build, check_profile, option
+from ..methods import get_method
+from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options; build with ``config.build(TrainConfig, values, profile)``."""
+
+    epochs: int = 10
+    batch_size: int = 32  # read by make_loaders; fit takes its loaders as given
+    lr: float | None = None  # None: the method's reference LR
+    head_lr: float | None = None  # None: lr (the head is its own param group)
+    optimizer: Literal["adamw", "adam"] = "adamw"  # 'adam': the music code
+    weight_decay: float = 0.1
+    betas: tuple[float, ...] = (0.9, 0.98)
+    eps: float = 1e-6
+    schedule: Literal["cosine", "constant"] = "cosine"  # cosine over every batch of every epoch
+    min_lr: float = 0.0  # where the cosine ends
+    warmup_steps: int = 0  # else lr × min(1, (step + 1) / warmup_steps), as the music code
+    # R19: 'last' tests the last epoch (reference); 'best_val' a deep copy of the best-val weights
+    select: Literal["last", "best_val"] = option("last", "best_val")
+    seed: int = 10
+    deterministic: bool = option(False, True)  # R33: False keeps cudnn.benchmark (reference)
+    device: str = "auto"  # 'auto': cuda if available, else cpu
+    bf16: bool = option(False, True)  # bf16 autocast on CUDA (reference: fp32); no-op on CPU
+    grad_clip: float | None = None  # max global gradient norm
+    wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
+    progress: bool = True  # tqdm bars
+    # segment protocol of the music tasks (data.segments), lengths in samples at the extractor's
+    # rate, read by make_loaders: a random train crop, val/test segments (None: whole clips)
+    train_crop: int | None = None
+    eval_segment: int | None = None
+    val_crop: Literal["random", "segments"] = option("random", "segments")  # M12
+    # clip-level mean of the segment probabilities: the task's own, or sigmoid for all (M13)
+    segment_aggregate: Literal["mean_prob", "mean_sigmoid"] = option("mean_sigmoid", "mean_prob")
+    # tempo task (M17, a kit definition either way): CE vs normalised widened target | BCE
+    tempo_loss: Literal["softmax_ce", "bce"] = option("bce", "softmax_ce")
+    profile: str = "corrected"
+
+    def __post_init__(self):
+        check_profile(self.profile)
+        for f in fields(self):  # direct construction: unset profile options take the profile's
+            if getattr(self, f.name) is None and "profile" in f.metadata:
+                object.__setattr__(self, f.name, f.metadata["profile"][self.profile != "reference"])
+        for name in ("epochs", "batch_size", "lr", "head_lr", "grad_clip", "train_crop",
+                     "eval_segment"):  # fmt: skip
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)!r}; expected > 0")
+        for name in ("weight_decay", "min_lr", "eps", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)!r}; expected >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"TrainConfig.betas = {self.betas!r}; expected two values in [0, 1)")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns; ``to_dict()`` is plain JSON."""
+
+    history: list[dict] = field(default_factory=list)  # one row per epoch, see fit
+    best_epoch: int | None = None  # 1-based epoch of the best val primary metric; None: no val
+    selected_epoch: int | None = None  # the epoch whose weights the model now holds
+    val: dict = field(default_factory=dict)  # val metrics at selected_epoch
+    test: dict = field(default_factory=dict)  # what `select` reports
+    test_last: dict = field(default_factory=dict)
+    test_best_val: dict = field(default_factory=dict)  # {} without val or test
+    select: str = "last"  # as applied ('best_val' falls back to 'last' without val, see notes)
+    lr: float = 0.0
+    head_lr: float = 0.0
+    train_seconds: float = 0.0  # training phases only
+    wall_seconds: float = 0.0  # the whole fit, evaluation included
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""  # 'cuda_max_allocated' (this fit) | 'process_peak_rss' (process)
+    device: str = "cpu"
+    examples_per_second: float = 0.0  # train examples / train_seconds
+    steps: int = 0  # optimiser steps
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy, torch. ``deterministic``: deterministic algorithms (warn-only), no cuDNN
+    benchmarking; False: the reference's ``cudnn.benchmark=True`` (R33), determinism off again
+    (it is process-global: a deterministic run earlier in a notebook must not leak)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:  # cuBLAS reads this when its first handle is created
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``'auto'`` → ``cuda`` when available, else ``cpu``; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device = {name!r} is not valid; use 'auto', 'cpu', 'cuda:N'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+def resolve_lrs(model: nn.Module, cfg: TrainConfig) -> tuple[float, float]:
+    """``(lr, head_lr)``: cfg.lr or the method's reference LR; cfg.head_lr or that lr."""
+    lr = cfg.lr if cfg.lr is not None else get_method(model.method).lr
+    return lr, cfg.head_lr if cfg.head_lr is not None else lr
+
+
+def lr_factor(step: int, total_steps: int, cfg: TrainConfig, base_lr: float) -> float:
+    """Multiplier of ``base_lr`` used by optimiser step ``step`` (0-based).
+
+    cosine: ``(min_lr + ½ (base − min_lr)(1 + cos(π t / T))) / base`` for t < T, min_lr after;
+    warm-up multiplies by ``min(1, (t + 1) / warmup_steps)`` (music code, spec §2.2).
+    """
+    factor = 1.0
+    if cfg.schedule == "cosine":
+        floor = cfg.min_lr / base_lr if base_lr > 0 else 0.0
+        progress = min(step / max(total_steps, 1), 1.0)
+        factor = floor + 0.5 * (1.0 - floor) * (1.0 + math.cos(math.pi * progress))
+    if cfg.warmup_steps:
+        factor *= min(1.0, (step + 1) / cfg.warmup_steps)
+    return factor
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None = None):
+    """``(optimizer, LambdaLR scheduler)`` over the trainable parameters only.
+
+    Param groups, named by their ``'name'`` key (empty ones dropped): ``'body'`` (lr) and
+    ``'head'`` (head_lr), each with a ``'*_no_decay'`` twin when ``wd_exclude_norm_bias``.
+    ``total_steps`` (batches per epoch × epochs) is required by the cosine schedule; step the
+    scheduler after every batch.
+    """
+    lr, head_lr = resolve_lrs(model, cfg)
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = "head" if name.startswith("head.") else "body"
+            key += "_no_decay" if cfg.wd_exclude_norm_bias and p.ndim <= 1 else ""
+            groups.setdefault(key, []).append(p)
+    if not groups:
+        raise ValueError(f"model (method {getattr(model, 'method', '?')}) has no trainable tensor")
+    if cfg.schedule == "cosine" and not total_steps:
+        raise ValueError("make_optimizer: schedule='cosine' needs total_steps (batches × epochs)")
+    param_groups = [
+        {"name": key, "params": params, "lr": head_lr if key.startswith("head") else lr,
+         "weight_decay": 0.0 if key.endswith("no_decay") else cfg.weight_decay}
+        for key, params in sorted(groups.items())
+    ]  # fmt: skip
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(param_groups, betas=tuple(cfg.betas), eps=cfg.eps)
+    factors = [lambda t, b=g["lr"]: lr_factor(t, total_steps or 0, cfg, b) for g in param_groups]
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factors)
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    # clone: trainable_state_dict() aliases the live tensors (the reference's R19 bug)
+    return {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
+
+
+def make_loaders(model, splits, cfg: TrainConfig, *, spec_augment=None, num_workers: int = 0):
+    """``splits.loaders(...)`` with the model's own feature extractor, cfg.batch_size, seed and
+    segment protocol (``train_crop``, ``eval_segment``, ``val_crop``)."""
+    return splits.loaders(model.feature_extractor(), batch_size=cfg.batch_size, seed=cfg.seed,
+                          spec_augment=spec_augment, num_workers=num_workers,
+                          **segment_options(cfg))  # fmt: skip
+
+
+def segment_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``DatasetSplits.loaders`` keywords of the segment protocol in ``cfg``."""
+    return {"train_crop": cfg.train_crop, "eval_segment": cfg.eval_segment,
+            "val_crop": cfg.val_crop}  # fmt: skip
+
+
+def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *,
+        on_epoch: Callable[[dict], Any] | None = None) -> FitResult:  # fmt: skip
+    """Train ``model`` (a :class:`~petl_kit.model.PetlModel`) in place, then test it.
+
+    Args:
+        loaders: ``'train'`` and optionally ``'val'`` / ``'test'`` (batches of ``data.collate``).
+            A reused train loader continues its shuffling generator: build fresh loaders for two
+            bit-identical runs.
+        cfg: :class:`TrainConfig` (None = corrected defaults).
+        on_epoch: called with each history row as soon as its epoch ends (live plots).
+
+    History row: ``epoch``, ``lr`` (first group's LR at the epoch's first step), ``train_loss``
+    (mean batch loss), ``train_<primary metric>`` (running, over the epoch's train-mode outputs),
+    ``val_loss`` and ``val_<metric>`` for every metric (with val), ``epoch_seconds`` (train + val).
+
+    Selection: with val, a deep copy of ``trainable_state_dict()`` is kept at the best val primary
+    metric (ties keep the earlier epoch). Test runs on the last weights and on that copy;
+    ``cfg.select`` says which is reported and which weights the model keeps.
+    """
+    cfg = cfg or build(TrainConfig, {})
+    if "train" not in loaders or set(loaders) - {"train", "val", "test"}:
+        raise ValueError(f"fit: loaders must be 'train' [+ 'val', 'test']; got {sorted(loaders)}")
+    seed_everything(cfg.seed, cfg.deterministic)
+    device, task, metric = pick_device(cfg.device), model.task, primary_metric(model.task)
+    model.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_loader, val_loader = loaders["train"], loaders.get("val")
+    opt, sched = make_optimizer(model, cfg, len(train_loader) * cfg.epochs)
+    criterion, (lr, head_lr) = loss_fn(task, tempo_loss=cfg.tempo_loss), resolve_lrs(model, cfg)
+    scoring = {"bf16": cfg.bf16, "aggregate": cfg.segment_aggregate, "criterion": criterion}
+    result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr)
+    best_score, best_state, examples, start = -math.inf, None, 0, time.perf_counter()
+    epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        model.train()
+        row: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+        losses, outs, targets = [], [], []
+        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
+        for batch in bar:
+            logits, target = forward_batch(model, batch, device, cfg.bf16)
+            loss = criterion(logits, target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"fit: loss is {loss.item()} at epoch {epoch}, step {result.steps}; lower the "
+                    f"lr (now {opt.param_groups[0]['lr']:.3g}) or set grad_clip"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:  # frozen tensors have no grad and are skipped
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            result.steps, examples = result.steps + 1, examples + len(logits)
+            losses.append(loss.item())
+            outs.append(logits.detach().cpu())
+            targets.append(batch["labels"].cpu())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        result.train_seconds += time.perf_counter() - t0
+        row["train_loss"] = float(np.mean(losses))
+        row[f"train_{metric}"] = compute_metrics(task, torch.cat(outs), torch.cat(targets))[metric]
+        if val_loader is not None:
+            val = evaluate(model, val_loader, task, device, **scoring)
+            row.update({f"val_{k}": v for k, v in val.items() if k not in ("n", "segments")})
+            if val[metric] > best_score:  # strict: ties keep the earlier epoch
+                best_score, best_state, result.best_epoch = val[metric], _snapshot(model), epoch
+        row["epoch_seconds"] = time.perf_counter() - t0
+        result.history.append(row)
+        epochs.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k.endswith(("loss", metric))})
+        if on_epoch is not None:
+            on_epoch(dict(row))
+    _test_and_select(model, loaders, scoring, cfg, result, best_state, device)
+    result.wall_seconds = time.perf_counter() - start
+    result.examples_per_second = examples / result.train_seconds if result.train_seconds else 0.0
+    result.peak_memory_mb, result.peak_memory_kind = _peak_memory(device)
+    return result
+
+
+def _test_and_select(model, loaders, scoring, cfg: TrainConfig, result: FitResult, best_state,
+                     device):  # fmt: skip
+    """Fill test_last / test_best_val / test / val / selected_epoch; load the selected weights."""
+    task, test_loader, select = model.task, loaders.get("test"), cfg.select
+    if test_loader is not None:
+        result.test_last = evaluate(model, test_loader, task, device, **scoring)
+    if best_state is None:
+        if select == "best_val":
+            why = "the val metric was never finite" if "val" in loaders else "no 'val' loader"
+            result.notes.append(f"{why}: select='best_val' fell back to the last epoch")
+        select = "last"
+    elif test_loader is not None:
+        last_state = _snapshot(model) if select == "last" else None
+        model.load_state_dict(best_state, strict=False)
+        result.test_best_val = evaluate(model, test_loader, task, device, **scoring)
+        if last_state is not None:
+            model.load_state_dict(last_state, strict=False)
+    elif select == "best_val":
+        model.load_state_dict(best_state, strict=False)
+    result.select = select
+    result.selected_epoch = result.best_epoch if select == "best_val" else len(result.history)
+    result.test = dict(result.test_best_val if select == "best_val" else result.test_last)
+    row = result.history[result.selected_epoch - 1]
+    result.val = {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
