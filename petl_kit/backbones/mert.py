@@ -29,6 +29,8 @@ from transformers import HubertConfig, HubertModel
 
 from ..config import ConfigError
 from ..errors import MertCheckpointError
+from .registry import load_local_folder, register_family
+from .wav2vec2 import frame_family
 
 SAMPLE_RATE = 24000
 DEFAULT_CHECKPOINT = "m-a-p/MERT-v1-95M"
@@ -228,3 +230,13 @@ def save_mert_checkpoint(
     else:
         save_file(state, str(folder / "model.safetensors"))
     return folder
+
+
+# MERT-v1 (24 kHz music, 75 frames/s) on transformers' HubertModel, read from local folders
+MERT = register_family(
+    frame_family(
+        "mert", HubertConfig, HubertModel, SAMPLE_RATE, DEFAULT_CHECKPOINT,
+        base_config=dict(MERT_V1_95M),
+        load=load_local_folder(lambda folder, overrides: load_mert(folder, overrides)),
+    )
+)  # fmt: skip
