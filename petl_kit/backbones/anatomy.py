@@ -2,7 +2,8 @@
 
 Methods never copy a Hugging Face ``forward``: they ask the anatomy where a transformer block's
 attention and feed-forward sub-layers are, which Linear modules project queries/keys/values, and
-which LayerNorms belong to which sub-layer, and then wrap those modules.
+which LayerNorms belong to which sub-layer, and then wrap those modules. A family's record
+(``Family.anatomy`` in :mod:`.registry`) names its layout here; :func:`anatomy_of` asks it.
 
 Block layouts (transformers 5.x):
 

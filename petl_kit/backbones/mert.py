@@ -148,6 +148,9 @@ def load_mert(
 ) -> HubertModel:
     """Load a MERT-v1 folder (as published, or written by ``save_pretrained``) strictly.
 
+    The family's loader: ``load_backbone('mert', folder, **overrides)`` (the one way to load any
+    family) calls it and marks the model with its family; this name stays as an alias.
+
     Args:
         folder: holds ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``.
         config_overrides: ``HubertConfig`` fields to change, e.g. ``{'mask_time_prob': 0.0}``.

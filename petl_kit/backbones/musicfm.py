@@ -159,6 +159,9 @@ def slice_layers(model: MusicFMModel, num_layers: int) -> MusicFMModel:
 def load_musicfm(checkpoint: str | os.PathLike, **config_overrides) -> MusicFMModel:
     """Load MusicFM weights strictly, then keep ``num_hidden_layers`` layers (M9).
 
+    The family's loader: ``load_backbone('musicfm', checkpoint, **overrides)`` (the one way to
+    load any family) calls it and marks the model with its family; this name stays as an alias.
+
     Args:
         checkpoint: a published checkpoint file (see :func:`read_state_dict`; keys and shapes of
             spec §7.1, ``weight_g``/``weight_v`` accepted) or a folder written by

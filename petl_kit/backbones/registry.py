@@ -266,15 +266,23 @@ def load_backbone(
     config_overrides: dict[str, Any] | None = None,
     *,
     pos_embed: str = "crop_interpolate",
+    **overrides: Any,
 ) -> PreTrainedModel:
     """Build a backbone of ``family``, any registered family (see :func:`list_backbones`).
+
+    >>> load_backbone("ast", "MIT/ast-finetuned-audioset-10-10-0.4593", max_length=400)
+    >>> load_backbone("musicfm", "pretrained_msd.pt", num_hidden_layers=6)
+    >>> load_backbone("mert", "ckpt/MERT-v1-95M", mask_time_prob=0.0)
+
+    ``load_mert`` and ``load_musicfm`` are the same loaders for their one family.
 
     Args:
         family: a registered name: ``'ast'``, ``'wav2vec2'``, ``'hubert'``, ``'mert'``,
             ``'musicfm'``, ``'scratch'``.
         checkpoint: None (base config, random weights), an HF id, a local ``save_pretrained``
             folder, ``'builtin:<name>'``, or what the family's loader reads (MusicFM: a file).
-        config_overrides: config fields to change, e.g. ``{'max_length': 400}``.
+        config_overrides, overrides: config fields to change, as a dict and/or as keywords
+            (the keywords win), e.g. ``{'max_length': 400}`` or ``max_length=400``.
         pos_embed: families with ``position_embeddings='learned_grid'`` (AST), when the
             checkpoint's patch grid differs from the new one: ``'crop_interpolate'`` (AST recipe:
             centre-crop or bilinearly interpolate the pretrained grid) or ``'zeros'`` (the
@@ -285,7 +293,7 @@ def load_backbone(
         ``petl_family`` (the record's name) and ``petl_checkpoint`` set.
     """
     fam = get_family(family)
-    overrides = dict(config_overrides or {})
+    overrides = {**(config_overrides or {}), **overrides}
     _check_overrides(fam, overrides)
     if checkpoint is None:
         model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
