@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import petl_kit as pk
+from petl_kit.backbones import anatomy
 from petl_kit.config import build
 from petl_kit.training.train import TrainConfig, make_optimizer
 
@@ -162,7 +163,7 @@ def _phase(event) -> str | None:
 
 def profiled_step(b: Bench, x, y, top: int) -> None:
     """The warm-up step, under the profiler: memory timeline, GEMM FLOPs per phase, top ops."""
-    first = pk.anatomy.layers(b.model.backbone)[0]
+    first = anatomy.layers(b.model.backbone)[0]
     hook = first.register_forward_pre_hook(
         lambda m, args, kwargs: setattr(
             b, "tokens", (args or [kwargs["hidden_states"]])[0].shape[1]

@@ -1,7 +1,7 @@
 """petl_kit: parameter-efficient transfer learning of pretrained audio transformers.
 
 >>> import petl_kit as pk
->>> pk.list_methods()
+>>> pk.list_backbones(), pk.list_methods(), pk.list_presets(), pk.list_datasets()  # names
 >>> model = pk.build_model(backbone="ast", num_classes=31, method="bitfit")
 >>> pk.count_parameters(model)["trainable"]
 """
@@ -11,9 +11,15 @@ __version__ = "0.1.0"
 # Models: backbones (AST, wav2vec2, HuBERT, MERT, MusicFM, the scratch baseline), methods, presets.
 from .backbones.mert import load_mert
 from .backbones.musicfm import MusicFMConfig, MusicFMModel, load_musicfm
-from .backbones.registry import FAMILIES, CheckpointError, load_backbone, tiny_config
+from .backbones.registry import (
+    FAMILIES,
+    CheckpointError,
+    list_backbones,
+    load_backbone,
+    tiny_config,
+)
 from .config import ConfigError
-from .data import load_dataset
+from .data import list_datasets, load_dataset
 from .efficiency import count_parameters, flops_per_example, pareto_front
 
 # Runs: notebook parameters, run folders, headless execution, sweeps, results and reports.
@@ -53,6 +59,8 @@ __all__ = [
     "filter_results",
     "flops_per_example",
     "get_method",
+    "list_backbones",
+    "list_datasets",
     "list_methods",
     "list_presets",
     "load_backbone",

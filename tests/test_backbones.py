@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit.backbones.registry import load_backbone, resize_ast_position_embeddings, tiny_config
+from petl_kit.backbones.ast import resize_ast_position_embeddings
+from petl_kit.backbones.registry import load_backbone, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -224,8 +224,8 @@ def token_layout(model: nn.Module, num_tokens: int) -> TokenLayout:
         return TokenLayout(
             "patches", special, tuple(grid), (cfg.frequency_stride, cfg.time_stride), cfg.patch_size
         )
-    rate = get_family(backbone.petl_family).sample_rate
-    return TokenLayout("frames", hop_seconds=math.prod(cfg.conv_stride) / rate)
+    hop = get_family(backbone.petl_family).token_seconds(cfg)
+    return TokenLayout("frames", hop_seconds=hop)
 
 
 def to_grid(t: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:

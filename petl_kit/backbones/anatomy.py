@@ -2,7 +2,8 @@
 
 Methods never copy a Hugging Face ``forward``: they ask the anatomy where a transformer block's
 attention and feed-forward sub-layers are, which Linear modules project queries/keys/values, and
-which LayerNorms belong to which sub-layer, and then wrap those modules.
+which LayerNorms belong to which sub-layer, and then wrap those modules. A family's record
+(``Family.anatomy`` in :mod:`.registry`) names its layout here; :func:`anatomy_of` asks it.
 
 Block layouts (transformers 5.x):
 
@@ -52,6 +53,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..config import ConfigError
+from .registry import FAMILIES, get_family
+
 ATTENTION, FFN = "attention", "ffn"
 FFN1, CONV = "ffn1", "conv"  # conformer extra sites: the first macaron FFN, the conv module
 # Token roles of a backbone's output sequence, used by pooling: AST's CLS and DIST tokens, the
@@ -64,7 +68,7 @@ class Anatomy:
     """Where things live in one backbone family.
 
     Attributes:
-        family: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'`` | ``'mert'``.
+        family: the layout's name, for messages (``'ast'``, ``'wav2vec2'``, ``'musicfm'``, ...).
         pre_ln: True when LayerNorms sit before the sub-layers (AST, stable-layer-norm models).
         layers_path: dotted path of the ``ModuleList`` of transformer blocks.
         attention: attribute of the attention sub-layer on a block.
@@ -87,6 +91,8 @@ class Anatomy:
             ``norms`` group: conformer ``ffn1_layer_norm``, ``final_layer_norm``).
         residual_scales: ``{site: c}`` where the block adds ``c · output`` of a site to the
             stream (conformer macaron FFNs: 0.5); 1 for sites not listed.
+        feature_encoder: dotted path of the front end in front of the blocks that full
+            fine-tuning may keep frozen (wav2vec2's conv feature encoder), or None (AST).
     """
 
     family: str
@@ -104,9 +110,13 @@ class Anatomy:
     extra_sites: dict = field(default_factory=dict)
     extra_norms: tuple[str, ...] = ()
     residual_scales: dict = field(default_factory=dict)
+    feature_encoder: str | None = None
 
 
-def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
+def frame_anatomy(family: str, config) -> Anatomy:
+    """wav2vec2-style blocks (``*EncoderLayer``): post-LN, or pre-LN with
+    ``config.do_stable_layer_norm`` (large models), which then have a final LN."""
+    pre_ln = bool(getattr(config, "do_stable_layer_norm", False))
     return Anatomy(
         family=family,
         pre_ln=pre_ln,
@@ -120,6 +130,7 @@ def _frame_anatomy(family: str, pre_ln: bool) -> Anatomy:
         final_norm="encoder.layer_norm" if pre_ln else None,
         embeddings="encoder.pos_conv_embed",
         block_input="encoder.dropout",
+        feature_encoder="feature_extractor",
     )
 
 
@@ -152,6 +163,7 @@ CONFORMER_ANATOMY = Anatomy(
     final_norm="conformer.layer_norm",
     embeddings="conv",
     block_input="conformer.dropout",  # after the conv front end, before rotary and layer 1
+    feature_encoder="conv",
     extra_sites={
         FFN1: ("ffn1", "ffn1_layer_norm"),
         CONV: ("conv_module", "conv_module.layer_norm"),
@@ -162,24 +174,21 @@ CONFORMER_ANATOMY = Anatomy(
 
 
 def anatomy_of(backbone: nn.Module) -> Anatomy:
-    """The :class:`Anatomy` of a Hugging Face backbone (``ASTModel``, ``Wav2Vec2Model``, ...)."""
-    family = getattr(backbone, "petl_family", None) or _family_from_class(backbone)
-    if family == "ast":
-        return AST_ANATOMY
-    if family == "musicfm":
-        return CONFORMER_ANATOMY
-    stable = bool(getattr(backbone.config, "do_stable_layer_norm", False))
-    return _frame_anatomy(family, pre_ln=stable)
+    """The :class:`Anatomy` of a backbone, from its family record (``Family.anatomy``)."""
+    family = getattr(backbone, "petl_family", None)
+    record = get_family(family) if family else _family_from_class(backbone)
+    return record.anatomy(backbone.config)
 
 
-def _family_from_class(backbone: nn.Module) -> str:
-    name = type(backbone).__name__.lower()
-    for family in ("ast", "wav2vec2", "hubert", "musicfm"):
-        if name.startswith(family):
-            return family
+def _family_from_class(backbone: nn.Module):
+    """The first registered family whose model class ``backbone`` is (a model built outside
+    :func:`~petl_kit.backbones.load_backbone` has no ``petl_family``)."""
+    for record in FAMILIES.values():
+        if isinstance(backbone, record.model_cls):
+            return record
+    classes = dict.fromkeys(r.model_cls.__name__ for r in FAMILIES.values())
     raise TypeError(
-        f"no anatomy for backbone class {type(backbone).__name__}; "
-        "supported: ASTModel, Wav2Vec2Model, HubertModel"
+        f"no anatomy for backbone class {type(backbone).__name__}; supported: {', '.join(classes)}"
     )
 
 
@@ -192,6 +201,26 @@ def get_path(root: nn.Module, path: str) -> nn.Module:
 def layers(backbone: nn.Module) -> nn.ModuleList:
     """The transformer blocks, in order."""
     return get_path(backbone, anatomy_of(backbone).layers_path)
+
+
+def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
+    """Keep the first ``depth`` transformer blocks of ``backbone`` in place (any family).
+
+    Everything around the blocks stays: a pre-LN model's final LayerNorm then normalises block
+    ``depth``'s output (as the music reference's 6-layer MusicFM), a post-LN model (MERT-95M)
+    returns block ``depth``'s own output. ``config.num_hidden_layers`` follows.
+    """
+    blocks = layers(backbone)
+    n = len(blocks)
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= n:
+        raise ConfigError(
+            f"encoder_depth={depth!r}; the {getattr(backbone, 'petl_family', '')} backbone has "
+            f"{n} blocks: choose an int from 1 to {n}, or None for all"
+        )
+    path = anatomy_of(backbone).layers_path
+    replace_module(backbone, path, nn.ModuleList(list(blocks)[:depth]))
+    backbone.config.num_hidden_layers = depth
+    return backbone
 
 
 def _site(which: str, anatomy: Anatomy) -> tuple[str, str]:

@@ -29,6 +29,8 @@ from transformers import HubertConfig, HubertModel
 
 from ..config import ConfigError
 from ..errors import MertCheckpointError
+from .registry import load_local_folder, register_family
+from .wav2vec2 import frame_family
 
 SAMPLE_RATE = 24000
 DEFAULT_CHECKPOINT = "m-a-p/MERT-v1-95M"
@@ -146,6 +148,9 @@ def load_mert(
 ) -> HubertModel:
     """Load a MERT-v1 folder (as published, or written by ``save_pretrained``) strictly.
 
+    The family's loader: ``load_backbone('mert', folder, **overrides)`` (the one way to load any
+    family) calls it and marks the model with its family; this name stays as an alias.
+
     Args:
         folder: holds ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``.
         config_overrides: ``HubertConfig`` fields to change, e.g. ``{'mask_time_prob': 0.0}``.
@@ -228,3 +233,13 @@ def save_mert_checkpoint(
     else:
         save_file(state, str(folder / "model.safetensors"))
     return folder
+
+
+# MERT-v1 (24 kHz music, 75 frames/s) on transformers' HubertModel, read from local folders
+MERT = register_family(
+    frame_family(
+        "mert", HubertConfig, HubertModel, SAMPLE_RATE, DEFAULT_CHECKPOINT,
+        base_config=dict(MERT_V1_95M),
+        load=load_local_folder(lambda folder, overrides: load_mert(folder, overrides)),
+    )
+)  # fmt: skip

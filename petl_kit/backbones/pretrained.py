@@ -41,6 +41,8 @@ from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError, as_dict, build
+from .anatomy import get_path
+from .registry import get_family
 
 # hidden 64, 3 blocks of 4 heads, FFN 128 (~120 K parameters). 1-s clips at 16 kHz give 98
 # frames, so L = 100; 128 mel bins as AST. Non-overlapping 16 × 16 patches (stride 16, not AST's
@@ -292,10 +294,10 @@ def pretrain(builtin: Builtin, recipe: PretrainRecipe, folder: Path, *, name: st
              progress: bool = False) -> dict:  # fmt: skip
     """Pretrain ``builtin`` from random init on its synthetic task and write it to ``folder``.
 
-    Every parameter trains (``full_ft``; frame models' conv feature encoder too). AST position
-    embeddings and CLS/DIST tokens start from N(0, 0.02) as in ViT/DeiT rather than Hugging
-    Face's zeros. Returns the ``pretraining.json`` record (recipe, history, val/test accuracy,
-    seconds, versions).
+    Every parameter trains (``full_ft``; frame models' conv feature encoder too). The family's
+    learned tokens (``Family.learned_tokens``: AST's position embeddings and CLS/DIST tokens)
+    start from N(0, 0.02) as in ViT/DeiT rather than Hugging Face's zeros. Returns the
+    ``pretraining.json`` record (recipe, history, val/test accuracy, seconds, versions).
     """
     import transformers
 
@@ -309,16 +311,13 @@ def pretrain(builtin: Builtin, recipe: PretrainRecipe, folder: Path, *, name: st
     make = {"synthetic": make_synthetic, "synthetic_music": make_synthetic_music}[builtin.data]
     splits = make(builtin.task, n_per_class=recipe.n_per_class, seed=recipe.data_seed,
                   **builtin.data_options)  # fmt: skip
-    ast = builtin.family == "ast"
     model = build_model(backbone=builtin.family, backbone_config=dict(builtin.backbone_config),
                         num_classes=splits.num_classes, method="full_ft", seed=recipe.seed,
-                        pooling=recipe.pooling, method_config=None if ast else
-                        {"ft_last_n_layers": None, "freeze_feature_encoder": False})  # fmt: skip
-    if ast:
-        emb = model.backbone.embeddings
-        with torch.no_grad():
-            for p in (emb.position_embeddings, emb.cls_token, emb.distillation_token):
-                p.normal_(0.0, 0.02)
+                        pooling=recipe.pooling, method_config=
+                        {"ft_last_n_layers": "all", "freeze_feature_encoder": False})  # fmt: skip
+    with torch.no_grad():
+        for path in get_family(builtin.family).learned_tokens:
+            get_path(model.backbone, path).normal_(0.0, 0.02)
     loaders = _feature_loaders(splits, model.feature_extractor(), recipe)
     cfg = build(
         TrainConfig,

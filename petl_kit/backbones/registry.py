@@ -1,50 +1,113 @@
-"""Backbone families: loading from a Hugging Face id or a local folder, tiny configs for tests,
-AST position-embedding resizing, and the feature extractor that belongs to each family.
+"""The backbone family registry: one :class:`Family` record per family, and what reads it.
 
-A family is one entry in :data:`FAMILIES`. ``checkpoint=None`` builds the family's base config
-with random weights; ``config_overrides`` change any config field (e.g. ``max_length`` or tiny
-sizes). A checkpoint is an HF hub id, a local folder written by ``save_pretrained``, or a built-in
-name ``builtin:<name>`` (see :mod:`petl_kit.pretrained`).
+Each family is one file in this package that builds its record and calls :func:`register_family`
+(``ast.py``; ``wav2vec2.py`` for wav2vec 2.0 and HuBERT; ``mert.py``; ``musicfm.py``;
+``scratch.py``). Everything code outside ``backbones/`` needs to know about a family is a field of
+its record, so no code elsewhere compares family names.
+
+``checkpoint=None`` builds the family's base config with random weights; ``config_overrides``
+change any config field (e.g. ``max_length`` or tiny sizes). A checkpoint is an HF hub id, a local
+folder written by ``save_pretrained``, a built-in name ``builtin:<name>`` (see
+:mod:`petl_kit.backbones.pretrained`) or whatever else the family's ``load`` reads (MusicFM: a
+published ``.pt`` file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from transformers import (
-    ASTConfig,
-    ASTModel,
-    HubertConfig,
-    HubertModel,
-    PretrainedConfig,
-    PreTrainedModel,
-    Wav2Vec2Config,
-    Wav2Vec2Model,
-)
+from transformers import PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError
+from ..data.features import FbankExtractor, WaveformExtractor
 from ..errors import CheckpointError
-from . import mert as _mert
-from . import musicfm as _musicfm
-from .scratch import TINY_SCRATCH, ScratchConfig, ScratchModel
+
+if TYPE_CHECKING:
+    from .anatomy import Anatomy
+
+__all__ = [
+    "FAMILIES",
+    "CheckpointError",
+    "Family",
+    "feature_extractor",
+    "feature_extractor_for",
+    "frames_for",
+    "get_family",
+    "list_backbones",
+    "load_backbone",
+    "load_local_folder",
+    "load_pretrained",
+    "patch_grid",
+    "register_family",
+    "resolve_checkpoint",
+    "tiny_config",
+    "unregister_family",
+]
+
+INPUT_KINDS = ("fbank", "waveform")
+
+
+def load_pretrained(
+    fam: Family, checkpoint: str | os.PathLike, overrides: dict, pos_embed: str
+) -> PreTrainedModel:
+    """The default :attr:`Family.load`: ``model_cls.from_pretrained`` of a hub id or folder."""
+    return _from_pretrained(fam, resolve_checkpoint(checkpoint), **overrides)
 
 
 @dataclass(frozen=True)
 class Family:
-    """One backbone family.
+    """One backbone family: everything the kit outside ``backbones/`` may know about it.
 
     Attributes:
-        input_kind: ``'fbank'`` (``[B, L, n_mels]`` log-mel) or ``'waveform'`` (``[B, S]``).
-        sample_rate: the rate the backbone expects its audio at.
+        name: the canonical name (``backbone=`` of ``build_model``).
+        config_cls, model_cls: the transformers config and model classes.
+        input_kind: what the model's forward takes: ``'fbank'`` (``[B, L, n_mels]`` log-mel
+            computed by the kit's ``FbankExtractor``) or ``'waveform'`` (``[B, S]``; a family
+            whose model computes a mel spectrogram itself, as MusicFM, takes waveforms).
+        sample_rate: the rate in Hz the backbone expects its audio at.
         default_checkpoint: the checkpoint the published code uses (documentation only; never
             downloaded implicitly).
+        anatomy: ``f(config) -> Anatomy``: where blocks, sub-layers, per-block and final
+            LayerNorms live (:mod:`.anatomy`, the one place that knows block internals).
+        token_seconds: ``f(config) -> float``: seconds between consecutive output tokens along
+            time (a frame model's hop; an AST patch column's time stride).
+        special_tokens: token roles (:mod:`.anatomy` ``CLS``, ``DIST``) of the tokens in front
+            of the patches or frames, in order; :attr:`patch_start` is where patches start.
+        patch_grid: ``f(backbone) -> (frequency rows, time columns)`` for patch models, or None
+            (frame models: one token per time step).
+        position_embeddings: how positions enter: ``'learned_grid'`` (a learned table over the
+            patch grid, moved to a new grid on load, see ``pos_embed``), ``'conv'`` (a
+            positional convolution), ``'rotary'`` or ``'none'``.
+        learned_tokens: dotted paths of learned position embeddings and special tokens, which
+            Hugging Face initialises to zeros (a from-scratch pre-training re-draws them).
+        takes_attention_mask: the forward takes a sample-level ``attention_mask`` and the model
+            maps it to frames (``_get_feature_vector_attention_mask``).
+        extractor_options: ``f(config) -> dict`` of feature-extractor options that follow from
+            the config (AST: ``max_length``, ``num_mel_bins``; MusicFM: no waveform
+            normalisation, it normalises its own mel).
+        reference_trains_final_norm: the published PETL wrappers of this family keep the final
+            LayerNorm trainable (PETL_AST's AST wrappers); methods whose registry entry says
+            ``trains_final_norm`` follow (applied by ``build_model``).
+        reference_trains_site_norms: those wrappers also unfreeze the LayerNorm of each sub-layer
+            an adapter or a mixture wraps (``finetune_LN``).
+        reference_dead_conformer_ln: the reference's conformer adapter computes its LayerNorm
+            and discards the output (quirk R5: the AST copy; the wav2vec2 copy applies it).
+        reference_ft_last_n_layers: full fine-tuning's ``'auto'``: the last N blocks train
+            (PETL_AST's wav2vec2 wrapper: 3), or None for all of them (its AST wrapper).
+        initialiser_inits_conv1d: the family's Hugging Face initialiser re-initialises Conv1d
+            modules injected into the backbone (wav2vec2's: Kaiming-normal; quirk R2).
         tiny: config overrides for a tiny random-weight model (tests, demos).
+        base_config: the family's base config where it differs from ``config_cls()``
+            (``checkpoint=None`` builds it).
+        load: ``f(family, checkpoint, overrides, pos_embed) -> model`` for a given checkpoint
+            (:func:`load_pretrained`: ``from_pretrained`` of a hub id or folder).
+        methods: the methods that apply (None: every registered method).
     """
 
     name: str
@@ -53,99 +116,60 @@ class Family:
     input_kind: str
     sample_rate: int
     default_checkpoint: str
+    anatomy: Callable[[PretrainedConfig], Anatomy]
+    token_seconds: Callable[[PretrainedConfig], float]
+    special_tokens: tuple[int, ...] = ()
+    patch_grid: Callable[[PreTrainedModel], tuple[int, int]] | None = None
+    position_embeddings: str = "conv"
+    learned_tokens: tuple[str, ...] = ()
+    takes_attention_mask: bool = True
+    extractor_options: Callable[[PretrainedConfig], dict] = lambda config: {}
+    reference_trains_final_norm: bool = False
+    reference_trains_site_norms: bool = False
+    reference_dead_conformer_ln: bool = False
+    reference_ft_last_n_layers: int | None = None
+    initialiser_inits_conv1d: bool = False
     tiny: dict[str, Any] = field(default_factory=dict)
-    # the family's base config where it differs from ``config_cls()`` (checkpoint=None builds it)
     base_config: dict[str, Any] = field(default_factory=dict)
-    # ``load(folder_or_id, overrides) -> model`` where ``model_cls.from_pretrained`` does not fit
-    load: Any = None
-    # the methods that apply (None: every registered method)
+    load: Callable[..., PreTrainedModel] = load_pretrained
     methods: tuple[str, ...] | None = None
 
+    @property
+    def patch_start(self) -> int:
+        """Index of the first patch / frame token (after the special tokens)."""
+        return len(self.special_tokens)
 
-_TINY_FRAME = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    conv_dim=(32, 32, 32, 32, 32, 32, 32),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-)
 
-FAMILIES: dict[str, Family] = {
-    "ast": Family(
-        "ast",
-        ASTConfig,
-        ASTModel,
-        "fbank",
-        16000,
-        "MIT/ast-finetuned-audioset-10-10-0.4593",
-        tiny=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_length=100,
-        ),
-    ),
-    "wav2vec2": Family(
-        "wav2vec2",
-        Wav2Vec2Config,
-        Wav2Vec2Model,
-        "waveform",
-        16000,
-        "facebook/wav2vec2-base-960h",
-        tiny=dict(_TINY_FRAME),
-    ),
-    "hubert": Family(
-        "hubert",
-        HubertConfig,
-        HubertModel,
-        "waveform",
-        16000,
-        "facebook/hubert-base-ls960",
-        tiny=dict(_TINY_FRAME),
-    ),
-    # MERT-v1 (24 kHz music) runs on transformers' HubertModel; see petl_kit.mert
-    "mert": Family(
-        "mert",
-        HubertConfig,
-        HubertModel,
-        "waveform",
-        24000,
-        "m-a-p/MERT-v1-95M",
-        tiny=dict(_TINY_FRAME),
-        base_config=dict(_mert.MERT_V1_95M),
-        load=lambda ckpt, overrides: _mert.load_mert(ckpt, overrides),
-    ),
-    # MusicFM 25 Hz (24 kHz music): mel front end + transformers' conformer; see petl_kit.musicfm
-    "musicfm": Family(
-        "musicfm",
-        _musicfm.MusicFMConfig,
-        _musicfm.MusicFMModel,
-        "waveform",
-        24000,
-        "minzwon/MusicFM (pretrained_msd.pt)",
-        tiny=dict(_musicfm.TINY),
-        load=lambda ckpt, overrides: _musicfm.load_musicfm(ckpt, **overrides),
-    ),
-    # the from-scratch music baseline (a kit design: a small CNN over log-mel); see petl_kit.scratch
-    "scratch": Family(
-        "scratch",
-        ScratchConfig,
-        ScratchModel,
-        "waveform",
-        24000,
-        "",
-        tiny=dict(TINY_SCRATCH),
-        methods=("full_ft",),
-    ),
-}
+FAMILIES: dict[str, Family] = {}
+_ALIASES = {"wav2vec": "wav2vec2", "w2v": "wav2vec2", "w2v2": "wav2vec2"}
+
+
+def _key(name: str) -> str:
+    key = str(name).lower().replace("-", "").replace("_", "")
+    return _ALIASES.get(key, key)
+
+
+def register_family(family: Family) -> Family:
+    """Add ``family`` to :data:`FAMILIES` (its own file calls this once, at import)."""
+    if family.name in FAMILIES:
+        raise ValueError(f"backbone family {family.name!r} is registered twice")
+    if _key(family.name) != family.name:
+        raise ValueError(f"family name {family.name!r}: use lower case without '-' or '_'")
+    if family.input_kind not in INPUT_KINDS:
+        raise ValueError(f"family {family.name!r}: input_kind {family.input_kind!r}; valid: "
+                         f"{', '.join(INPUT_KINDS)}")  # fmt: skip
+    FAMILIES[family.name] = family
+    return family
+
+
+def unregister_family(name: str) -> Family:
+    """Remove a registered family (tests that register a throwaway record)."""
+    return FAMILIES.pop(get_family(name).name)
 
 
 def get_family(name: str) -> Family:
-    key = name.lower().replace("-", "").replace("_", "")
-    key = {"wav2vec": "wav2vec2", "w2v": "wav2vec2", "w2v2": "wav2vec2"}.get(key, key)
+    """The record of ``name`` (case, ``-`` and ``_`` ignored; ``'w2v'`` = ``'wav2vec2'``)."""
+    key = _key(name)
     if key not in FAMILIES:
         raise ConfigError(f"unknown backbone {name!r}; valid backbones: {', '.join(FAMILIES)}")
     return FAMILIES[key]
@@ -175,6 +199,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     """A local folder for ``builtin:`` names and existing paths; hub ids are returned unchanged."""
     ckpt = str(checkpoint)
     if ckpt.startswith("builtin:"):
+        # the one recursion of the package: a built-in checkpoint pre-trains a model once
         from .pretrained import builtin_checkpoint
 
         return str(builtin_checkpoint(ckpt.removeprefix("builtin:")))
@@ -218,148 +243,100 @@ def _from_pretrained(fam: Family, ckpt: str, **kwargs: Any) -> PreTrainedModel:
         raise
 
 
+def load_local_folder(read: Callable[[str, dict], PreTrainedModel]) -> Callable:
+    """A :attr:`Family.load` for families read from local folders only (``read(folder,
+    overrides)``): a hub id is refused with how to make a local copy (no remote code runs)."""
+
+    def load(fam: Family, checkpoint, overrides: dict, pos_embed: str) -> PreTrainedModel:
+        ckpt = resolve_checkpoint(checkpoint)
+        if not Path(ckpt).is_dir():
+            raise CheckpointError(
+                f"backbone {fam.name!r} loads from a local folder; {ckpt!r} is not one. Download "
+                f"it where the hub is reachable (`hf download {ckpt} --local-dir DIR`), copy DIR "
+                "here and pass checkpoint='DIR'"
+            )
+        return read(ckpt, overrides)
+
+    return load
+
+
 def load_backbone(
     family: str,
     checkpoint: str | os.PathLike | None = None,
     config_overrides: dict[str, Any] | None = None,
     *,
     pos_embed: str = "crop_interpolate",
+    **overrides: Any,
 ) -> PreTrainedModel:
-    """Build a backbone of ``family``.
+    """Build a backbone of ``family``, any registered family (see :func:`list_backbones`).
+
+    >>> load_backbone("ast", "MIT/ast-finetuned-audioset-10-10-0.4593", max_length=400)
+    >>> load_backbone("musicfm", "pretrained_msd.pt", num_hidden_layers=6)
+    >>> load_backbone("mert", "ckpt/MERT-v1-95M", mask_time_prob=0.0)
+
+    ``load_mert`` and ``load_musicfm`` are the same loaders for their one family.
 
     Args:
-        family: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'``.
+        family: a registered name: ``'ast'``, ``'wav2vec2'``, ``'hubert'``, ``'mert'``,
+            ``'musicfm'``, ``'scratch'``.
         checkpoint: None (base config, random weights), an HF id, a local ``save_pretrained``
-            folder, or ``'builtin:<name>'``.
-        config_overrides: config fields to change, e.g. ``{'max_length': 400}``.
-        pos_embed: AST only, when the checkpoint's patch grid differs from the new one:
-            ``'crop_interpolate'`` (AST recipe: centre-crop or bilinearly interpolate the
-            pretrained grid) or ``'zeros'`` (the published PETL code, quirk R1).
+            folder, ``'builtin:<name>'``, or what the family's loader reads (MusicFM: a file).
+        config_overrides, overrides: config fields to change, as a dict and/or as keywords
+            (the keywords win), e.g. ``{'max_length': 400}`` or ``max_length=400``.
+        pos_embed: families with ``position_embeddings='learned_grid'`` (AST), when the
+            checkpoint's patch grid differs from the new one: ``'crop_interpolate'`` (AST recipe:
+            centre-crop or bilinearly interpolate the pretrained grid) or ``'zeros'`` (the
+            published PETL code, quirk R1). Other families ignore it.
 
     Returns:
-        the HF model (``ASTModel``, ``Wav2Vec2Model``, ``HubertModel``) with ``petl_family`` set.
+        the HF model (``ASTModel``, ``Wav2Vec2Model``, ``HubertModel``, ...) with
+        ``petl_family`` (the record's name) and ``petl_checkpoint`` set.
     """
     fam = get_family(family)
-    overrides = dict(config_overrides or {})
+    overrides = {**(config_overrides or {}), **overrides}
     _check_overrides(fam, overrides)
     if checkpoint is None:
         model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
-    elif fam.name == "musicfm" and _musicfm.is_checkpoint_file(checkpoint):
-        model = _musicfm.load_musicfm(checkpoint, **overrides)  # a published .pt / .safetensors
     else:
-        ckpt = resolve_checkpoint(checkpoint)
-        if fam.name == "ast":
-            model = _load_ast(fam, ckpt, overrides, pos_embed)
-        else:
-            model = _load_with(fam, ckpt, overrides)
+        model = fam.load(fam, checkpoint, overrides, pos_embed)
     model.petl_family = fam.name
     model.petl_checkpoint = None if checkpoint is None else str(checkpoint)
     return model
 
 
-def _load_with(fam: Family, ckpt: str, overrides: dict) -> PreTrainedModel:
-    """``fam.load`` for local folders (e.g. MERT's published layout), else ``from_pretrained``."""
-    if fam.load is not None and Path(ckpt).is_dir():
-        return fam.load(ckpt, overrides)
-    if fam.load is not None:  # a hub id: only a local copy can be read without remote code
-        raise CheckpointError(
-            f"backbone {fam.name!r} loads from a local folder; {ckpt!r} is not one. Download it "
-            f"where the hub is reachable (`hf download {ckpt} --local-dir DIR`), copy DIR here "
-            "and pass checkpoint='DIR'"
-        )
-    return _from_pretrained(fam, ckpt, **overrides)
-
-
-def _load_ast(fam: Family, ckpt: str, overrides: dict, pos_embed: str) -> ASTModel:
-    """Load AST weights at the checkpoint's own input size, then move them to the new one."""
-    if pos_embed not in ("crop_interpolate", "zeros"):
-        raise ConfigError(f"pos_embed={pos_embed!r}; valid: 'crop_interpolate', 'zeros'")
-    source = _from_pretrained(fam, ckpt)
-    config = ASTConfig.from_dict({**source.config.to_dict(), **overrides})
-    if config.to_dict() == source.config.to_dict():
-        return source
-    model = ASTModel(config)
-    state = source.state_dict()
-    old_pos = state.pop("embeddings.position_embeddings")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"embeddings.position_embeddings"}:
-        raise CheckpointError(
-            f"checkpoint {ckpt!r} does not fit the AST config overrides {overrides}: "
-            f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
-        )
-    new_grid = model.embeddings.get_shape(config)
-    if tuple(old_pos.shape) == tuple(model.embeddings.position_embeddings.shape):
-        new_pos = old_pos
-    elif pos_embed == "zeros":
-        new_pos = torch.zeros_like(model.embeddings.position_embeddings)  # quirk R1
-    else:
-        old_grid = source.embeddings.get_shape(source.config)
-        new_pos = resize_ast_position_embeddings(old_pos, old_grid, new_grid)
-    with torch.no_grad():
-        model.embeddings.position_embeddings.copy_(new_pos)
-    return model
-
-
-def _fit_axis(grid: torch.Tensor, axis: int, size: int) -> torch.Tensor:
-    """Centre-crop ``grid [D, F, T]`` along ``axis`` to ``size``, or bilinearly interpolate up."""
-    old = grid.shape[axis]
-    if size == old:
-        return grid
-    if size < old:
-        start = old // 2 - size // 2  # AST recipe: 50 - t_dim // 2 for the 101-column grid
-        return grid.narrow(axis, start, size)
-    target = list(grid.shape[1:])
-    target[axis - 1] = size
-    return F.interpolate(grid[None], size=tuple(target), mode="bilinear", align_corners=False)[0]
-
-
-def resize_ast_position_embeddings(
-    pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
-) -> torch.Tensor:
-    """Move AST position embeddings to a new patch grid (spec ``backbones_and_features`` §1.4).
-
-    Args:
-        pos: ``[1, 2 + F_old * T_old, D]`` (CLS, DIST, then patches frequency-major).
-        old_grid, new_grid: ``(F, T)`` patch grids.
-
-    Returns:
-        ``[1, 2 + F_new * T_new, D]``: the special rows unchanged; the patch grid centre-cropped
-        where the new axis is shorter and bilinearly interpolated where it is longer.
-    """
-    (f0, t0), (f1, t1) = old_grid, new_grid
-    special, patches = pos[:, :2], pos[:, 2:]
-    d = pos.shape[-1]
-    grid = patches[0].reshape(f0, t0, d).permute(2, 0, 1)  # [D, F, T]
-    grid = _fit_axis(grid, 2, t1)
-    grid = _fit_axis(grid, 1, f1)
-    patches = grid.permute(1, 2, 0).reshape(1, f1 * t1, d)
-    return torch.cat([special, patches], dim=1)
-
-
 def patch_grid(backbone: PreTrainedModel) -> tuple[int, int] | None:
-    """``(frequency rows, time columns)`` of an AST's patch grid; None for frame models."""
-    if getattr(backbone, "petl_family", None) != "ast":
-        return None
-    return backbone.embeddings.get_shape(backbone.config)
-
-
-def feature_extractor(backbone: PreTrainedModel, **kwargs: Any):
-    """The feature extractor that belongs to ``backbone`` (fbank for AST, waveform otherwise)."""
-    from ..data.features import FbankExtractor, WaveformExtractor
-
+    """``(frequency rows, time columns)`` of a patch model's grid; None for frame models."""
     fam = get_family(backbone.petl_family)
-    if fam.input_kind == "fbank":
-        cfg = backbone.config
-        return FbankExtractor(max_length=cfg.max_length, num_mel_bins=cfg.num_mel_bins, **kwargs)
+    return None if fam.patch_grid is None else tuple(fam.patch_grid(backbone))
+
+
+def _make_extractor(fam: Family, config: PretrainedConfig, kwargs: dict):
     rate = kwargs.pop("sample_rate", fam.sample_rate)
     if rate != fam.sample_rate:
         raise ConfigError(
             f"backbone {fam.name!r} takes {fam.sample_rate} Hz audio; sample_rate={rate} is not "
             f"valid (the datasets resample to the extractor's rate)"
         )
-    if fam.name == "musicfm":  # MusicFM normalises its mel spectrogram, not the waveform
-        kwargs.setdefault("normalize", False)
-    return WaveformExtractor(sample_rate=fam.sample_rate, **kwargs)
+    cls = FbankExtractor if fam.input_kind == "fbank" else WaveformExtractor
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"{cls.__name__} ({fam.name}) has no option(s) {unknown}; valid: {valid}")
+    return cls(**{"sample_rate": fam.sample_rate, **fam.extractor_options(config), **kwargs})
+
+
+def feature_extractor(backbone: PreTrainedModel, **kwargs: Any):
+    """The feature extractor that belongs to ``backbone``: the record's input kind and sample
+    rate, options that follow from the backbone's config, then ``kwargs``."""
+    fam = get_family(backbone.petl_family)
+    return _make_extractor(fam, backbone.config, dict(kwargs))
+
+
+def feature_extractor_for(family: str, **kwargs: Any):
+    """The feature extractor of ``family``'s base config (no model built); ``kwargs`` override
+    its fields, e.g. ``feature_extractor_for('ast', max_length=400)``."""
+    fam = get_family(family)
+    return _make_extractor(fam, fam.config_cls(**fam.base_config), dict(kwargs))
 
 
 def frames_for(backbone: PreTrainedModel, num_samples: int) -> int:

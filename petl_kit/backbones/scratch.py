@@ -12,7 +12,7 @@ Input: the mono 24 kHz waveform ``[B, S]`` (the kit's ``WaveformExtractor``); th
 computed inside the model, as MusicFM does, with MusicFM's settings: n_fft 2048, hop 240
 (100 frames/s), 128 HTK mel bands up to 12 kHz, power → dB. So the baseline sees the same audio
 as the pretrained backbones, and a ``build_model(backbone="scratch", method="full_ft")`` run is
-an ordinary run: ``backbone="scratch"`` is a family in :data:`petl_kit.backbones.FAMILIES`.
+an ordinary run: ``backbone="scratch"`` is a family registered at the end of this file.
 
 Shapes: ``[B, S]`` → log-mel ``[B, 1, 128, F]`` (F = S // 240 + 1) → CNN ``[B, C, 128 / 2^k,
 F / 4]`` → per-frame ``Linear(C · mel', D)`` → ``[B, T, D]``, T = ceil-free ``F // 4`` (25 Hz) →
@@ -35,6 +35,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..config import ConfigError
+from .anatomy import frame_anatomy
+from .registry import Family, register_family
 
 __all__ = ["ScratchConfig", "ScratchModel", "TINY_SCRATCH"]
 
@@ -216,3 +218,24 @@ class ScratchModel(ScratchPreTrainedModel):
         lengths = self.frames_for(attention_mask.sum(-1)).clamp(1, feature_vector_length)
         frames = torch.arange(feature_vector_length, device=attention_mask.device)
         return (frames[None] < lengths[:, None]).long()
+
+
+# the from-scratch music baseline: no blocks for a PETL method, so full FT only (module docstring)
+SCRATCH = register_family(
+    Family(
+        name="scratch",
+        config_cls=ScratchConfig,
+        model_cls=ScratchModel,
+        input_kind="waveform",
+        sample_rate=24000,
+        default_checkpoint="",
+        anatomy=lambda config: frame_anatomy("scratch", config),
+        token_seconds=lambda config: 4 * config.hop_length / config.sample_rate,  # 25 Hz
+        position_embeddings="none",
+        takes_attention_mask=True,
+        reference_ft_last_n_layers=3,  # the wav2vec2 quirk; it has no blocks (module docstring)
+        initialiser_inits_conv1d=True,
+        tiny=dict(TINY_SCRATCH),
+        methods=("full_ft",),
+    )
+)

@@ -25,7 +25,6 @@ from .features import (
     FbankExtractor,
     SpecAugment,
     WaveformExtractor,
-    feature_extractor_for,
 )
 from .folders import load_audiofolder, load_csv, write_audiofolder
 from .fsc import load_fsc
@@ -54,7 +53,6 @@ __all__ = [
     "cache_dir",
     "clear_cache",
     "collate",
-    "feature_extractor_for",
     "few_shot",
     "fold_sizes",
     "list_datasets",

@@ -2,11 +2,12 @@
 
 Every extractor is a frozen dataclass with ``input_kind`` ("fbank" | "waveform") and the
 ``sample_rate`` its waveform must have; ``AudioDataset`` resamples to that rate before calling it.
+Which extractor (and which options) a backbone family takes is a field of its record:
+``petl_kit.backbones.feature_extractor_for(family)`` or ``model.feature_extractor()``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,8 +24,6 @@ __all__ = [
     "FbankExtractor",
     "WaveformExtractor",
     "SpecAugment",
-    "feature_extractor_for",
-    "FAMILIES",
 ]
 
 # AudioSet log-mel statistics used by AST for every dataset (spec §2, step 5).
@@ -224,30 +223,3 @@ class SpecAugment(torch.nn.Module):
         raise ValueError(
             f"SpecAugment expects [L, F] or [B, L, F] features, got {tuple(feats.shape)}"
         )
-
-
-# family -> (extractor class, defaults). MERT is fed the raw float32 waveform at 24 kHz with no
-# normalisation (spec §6.3); wav2vec2 / HuBERT use their processors' zero-mean/unit-var at 16 kHz.
-FAMILIES: dict[str, tuple[type, dict]] = {
-    "ast": (FbankExtractor, {}),
-    "wav2vec2": (WaveformExtractor, {"sample_rate": 16000}),
-    "hubert": (WaveformExtractor, {"sample_rate": 16000}),
-    "mert": (WaveformExtractor, {"sample_rate": 24000, "normalize": False}),
-}
-
-
-def feature_extractor_for(family: str, **kwargs) -> FbankExtractor | WaveformExtractor:
-    """The extractor a backbone family expects; ``kwargs`` override its fields.
-
-    ``"ast"`` -> FbankExtractor; ``"wav2vec2"``/``"hubert"`` -> WaveformExtractor(16 kHz,
-    normalised); ``"mert"`` -> WaveformExtractor(24 kHz, normalize=False).
-    """
-    key = family.lower() if isinstance(family, str) else family
-    if key not in FAMILIES:
-        raise ValueError(f"unknown backbone family {family!r}; valid: {sorted(FAMILIES)}")
-    cls, defaults = FAMILIES[key]
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"{cls.__name__} ({family}) has no option(s) {unknown}; valid: {valid}")
-    return cls(**{**defaults, **kwargs})

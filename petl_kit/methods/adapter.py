@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..backbones import anatomy
-from ..backbones.registry import patch_grid
+from ..backbones.registry import get_family, patch_grid
 from ..config import ConfigError, option
 from . import blocks, music_adapter
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
@@ -264,22 +264,20 @@ def apply(model, cfg: AdapterConfig) -> None:
     backbone = model.backbone
     anat = anatomy.anatomy_of(backbone)
     hidden = backbone.config.hidden_size
-    r = cfg.bottleneck_size(hidden)
-    if r < 1:
-        raise ConfigError(
-            f"adapter method_config: reduction_rate={cfg.reduction_rate} gives r = "
-            f"round({hidden} / {cfg.reduction_rate}) = {r}; choose reduction_rate < {2 * hidden} "
-            "or give bottleneck"
-        )
-    is_ast = model.family == "ast"
+    r = cfg.bottleneck_size(hidden)  # >= 1: build_model checks the spec's bottleneck
+    family = get_family(model.family)
     if cfg.music_adapter_position is not None:
         # LayerDrop and HF masking stay as the train-mode policy leaves them (M6 is an option)
         music_adapter.apply_music_layout(model, cfg.music_adapter_position, r)
         if getattr(backbone, "masked_spec_embed", None) is not None:
             backbone.masked_spec_embed.requires_grad_(cfg.w2v_train_mask_emb)
         return
-    if cfg.conformer_axis == "time_per_band" and not is_ast:
-        raise ConfigError("adapter conformer_axis='time_per_band' needs an AST patch grid")
+    grid = patch_grid(backbone)
+    if cfg.conformer_axis == "time_per_band" and grid is None:
+        raise ConfigError(
+            f"adapter conformer_axis='time_per_band' needs an AST patch grid; {model.family} "
+            "has frames (use conformer_axis='sequence')"
+        )
     if not anat.pre_ln and any(mode == "parallel" and res for _, mode, res in sites(cfg)):
         raise ConfigError(
             f"adapter apply_residual=True with parallel adapters: {model.family} is post-LN and "
@@ -287,14 +285,14 @@ def apply(model, cfg: AdapterConfig) -> None:
         )
     # R5 is a quirk of the AST reference only; its wav2vec2 copy applies the LN
     ln = cfg.conformer_ln
-    if not is_ast and cfg.profile == "reference":
+    if not family.reference_dead_conformer_ln and cfg.profile == "reference":
         ln = "applied"
     make = dict(
         kernel_size=cfg.kernel_size,
         act=cfg.adapter_act,
         conformer_ln=ln,
         conformer_axis=cfg.conformer_axis,
-        grid=patch_grid(backbone) if cfg.conformer_axis == "time_per_band" else None,
+        grid=grid if cfg.conformer_axis == "time_per_band" else None,
         convpass_conv=cfg.convpass_conv,
     )
     for layer in anatomy.layers(backbone):
@@ -307,17 +305,8 @@ def apply(model, cfg: AdapterConfig) -> None:
                 anat,
                 lambda inner, b=block, m=mode, s=res: AdapterSublayer(inner, b, m, s),
             )
-            if is_ast:  # the reference unfreezes the LN of each adapted sub-layer (finetune_LN)
-                anatomy.layer_norm(layer, which, anat).requires_grad_(True)
-    if is_ast:
-        anatomy.final_norm(backbone).requires_grad_(True)
-        return
-    # frame models: the reference feeds the encoder itself (no SpecAugment masking) and keeps it
-    # in eval mode (no LayerDrop); here the encoder holds trainable adapters, so switch both off
-    backbone.config.apply_spec_augment = False
-    backbone.config.layerdrop = 0.0
-    if getattr(backbone, "masked_spec_embed", None) is not None:
-        backbone.masked_spec_embed.requires_grad_(cfg.w2v_train_mask_emb)
+    # (LayerNorms that train with the adapters: the spec's wrapped_sites / trains_final_norm)
+    blocks.no_masking_no_layerdrop(backbone, cfg.w2v_train_mask_emb)
 
 
 register_method(
@@ -328,6 +317,11 @@ register_method(
         lr=5e-3,
         aliases=("adapters", "wav2vec_adapter"),
         identity_at_init=identity_at_init,
+        # the PETL_AST layouts train their sites' LNs and the final LN where the family's
+        # reference does; the music layout trains every per-block LN itself
+        trains_final_norm=lambda cfg: cfg.music_adapter_position is None,
+        wrapped_sites=lambda cfg: [] if cfg.music_adapter_position else [w for w, *_ in sites(cfg)],
+        bottleneck=lambda cfg, hidden: cfg.bottleneck_size(hidden),
         paper="Cappellazzo et al., MLSP 2024 (PETL_AST); Houlsby et al., ICML 2019; "
         "Pfeiffer et al., EACL 2021",
         test_config={"reduction_rate": 8, "kernel_size": 3, "adapter_type": "Houlsby"},

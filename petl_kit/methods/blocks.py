@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.registry import get_family
 from ._init import reference_init_, trunc_normal_
 
 BLOCKS = ("bottleneck", "conformer", "convpass")
@@ -216,7 +217,7 @@ def _written_init(block: nn.Module) -> None:
     # Conformer: PyTorch defaults (Conv1d Kaiming-uniform a=√5, LN and BN 1/0), as constructed
 
 
-def init_block(block: nn.Module, scheme: str, family: str = "ast") -> nn.Module:
+def init_block(block: nn.Module, scheme: str, family: str | None = None) -> nn.Module:
     """Initialise ``block`` in place and return it.
 
     Args:
@@ -233,7 +234,9 @@ def init_block(block: nn.Module, scheme: str, family: str = "ast") -> nn.Module:
             PyTorch defaults (non-zero at init by design).
             ``'written_zero'`` — the literal written init (bottleneck all zeros: degenerate, only
             b_up ever trains, R3); a diagnostic, warns.
-        family: ``'ast'`` or a frame-model family (only changes ``'reference_effective'``).
+        family: the backbone family the block is injected into (only changes
+            ``'reference_effective'``: whether its initialiser re-initialises Conv1d modules,
+            ``Family.initialiser_inits_conv1d``); None = it does not (as AST's).
     """
     if scheme not in INITS:
         raise ValueError(f"unknown adapter init {scheme!r}; valid: {', '.join(INITS)}")
@@ -252,8 +255,9 @@ def init_block(block: nn.Module, scheme: str, family: str = "ast") -> nn.Module:
                 trunc_normal_(block.down.weight)
         else:  # reference_effective
             reference_init_(block)
+            convs = family is not None and get_family(family).initialiser_inits_conv1d
             for m in block.modules():
-                if isinstance(m, nn.Conv1d) and family != "ast":  # the wav2vec2 initialiser
+                if isinstance(m, nn.Conv1d) and convs:  # the wav2vec2 initialiser
                     nn.init.kaiming_normal_(m.weight)
                     bound = math.sqrt(m.groups / (m.in_channels * m.kernel_size[0]))
                     nn.init.uniform_(m.bias, -bound, bound)
@@ -263,3 +267,15 @@ def init_block(block: nn.Module, scheme: str, family: str = "ast") -> nn.Module:
 def zero_at_init(kind: str, scheme: str) -> bool:
     """True when a block of ``kind`` initialised with ``scheme`` outputs exactly 0."""
     return kind in ("bottleneck", "convpass") and scheme in ("zero_up", "written_zero")
+
+
+def no_masking_no_layerdrop(backbone: nn.Module, train_mask_emb: bool) -> None:
+    """Adapters and mixtures in a frame model (spec §10): the reference feeds the encoder itself
+    (no SpecAugment masking) and keeps it in eval mode (no LayerDrop); here the encoder holds
+    trainable modules, so both are switched off where the config has them (AST has neither).
+    ``masked_spec_embed``, where there is one, trains iff ``train_mask_emb`` (reference quirk)."""
+    for name, off in (("apply_spec_augment", False), ("layerdrop", 0.0)):
+        if hasattr(backbone.config, name):
+            setattr(backbone.config, name, off)
+    if getattr(backbone, "masked_spec_embed", None) is not None:
+        backbone.masked_spec_embed.requires_grad_(train_mask_emb)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..backbones import anatomy
+from ..backbones.registry import get_family
 from ..config import ConfigError, option
 from . import blocks, experts
 from ._init import trunc_normal_
@@ -215,15 +216,9 @@ def apply_mixture(
     backbone = model.backbone
     anat = anatomy.anatomy_of(backbone)
     hidden = backbone.config.hidden_size
-    r = cfg.bottleneck_size(hidden)
-    if r < 1:
-        raise ConfigError(
-            f"{cfg.method_name} method_config: reduction_rate={cfg.reduction_rate} gives r = "
-            f"round({hidden} / {cfg.reduction_rate}) = {r}; choose reduction_rate < {2 * hidden} "
-            "or give bottleneck"
-        )
-    is_ast = model.family == "ast"
-    ln = cfg.conformer_ln if is_ast or cfg.profile != "reference" else "applied"  # R5: AST only
+    r = cfg.bottleneck_size(hidden)  # >= 1: build_model checks the spec's bottleneck
+    dead_ln = get_family(model.family).reference_dead_conformer_ln  # R5: the AST reference only
+    ln = cfg.conformer_ln if dead_ln or cfg.profile != "reference" else "applied"
     for i, layer in enumerate(anatomy.layers(backbone)):
         wrappers = {}
         for which in cfg.sites():
@@ -247,21 +242,22 @@ def apply_mixture(
                 anat,
                 lambda inner, m=moa, k=keep: MoASublayer(inner, m, keep_output=k),
             )
-            if is_ast:  # the reference unfreezes the LN of each mixed sub-layer (finetune_LN)
-                anatomy.layer_norm(layer, which, anat).requires_grad_(True)
         if cfg.double_add():
             source = wrappers[anatomy.ATTENTION]
             anatomy.wrap_sublayer(
                 layer, anatomy.FFN, anat, lambda inner, s=source: AddAgain(inner, s)
             )
-    if is_ast:
-        anatomy.final_norm(backbone).requires_grad_(True)
-        return
-    # frame models: as the adapters (§10) — no SpecAugment masking, no LayerDrop, LNs frozen
-    backbone.config.apply_spec_augment = False
-    backbone.config.layerdrop = 0.0
-    if getattr(backbone, "masked_spec_embed", None) is not None:
-        backbone.masked_spec_embed.requires_grad_(cfg.w2v_train_mask_emb)
+    # LNs that train with the mixtures: MIXTURE_RULES; frame models as the adapters (§10)
+    blocks.no_masking_no_layerdrop(backbone, cfg.w2v_train_mask_emb)
+
+
+# what trains beside the mixtures (the spec's fields, applied by build_model): the reference
+# unfreezes the LN of each mixed sub-layer (finetune_LN) and the final LN where the family's does
+MIXTURE_RULES = dict(
+    trains_final_norm=lambda cfg: True,
+    wrapped_sites=lambda cfg: cfg.sites(),
+    bottleneck=lambda cfg, hidden: cfg.bottleneck_size(hidden),
+)
 
 
 def apply(model, cfg: DenseMoAConfig) -> None:
@@ -288,5 +284,6 @@ register_method(
         paper="Cappellazzo et al., Interspeech 2024 (Soft-MoA paper, dense baseline)",
         test_config={"reduction_rate": 8, "num_adapters": 3, "adapter_type": "Houlsby"},
         needs_grad_steps=2,
+        **MIXTURE_RULES,
     )
 )

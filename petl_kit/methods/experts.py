@@ -279,7 +279,7 @@ def make_experts(
     r: int,
     *,
     init: str,
-    family: str = "ast",
+    family: str | None = None,
     kernel_size: int = 31,
     conformer_ln: str = "applied",
     convpass_conv: str = "used",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..backbones import anatomy
+from ..backbones.registry import get_family
 from ..config import option
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
@@ -33,8 +34,8 @@ class FullFTConfig(MethodConfig):
 def apply(model, cfg: FullFTConfig) -> None:
     backbone = model.backbone
     n_last = None if cfg.ft_last_n_layers == "all" else cfg.ft_last_n_layers
-    if n_last == "auto":
-        n_last = None if model.family == "ast" else 3
+    if n_last == "auto":  # the reference's choice for the family (AST: all; wav2vec2: last 3)
+        n_last = get_family(model.family).reference_ft_last_n_layers
     if n_last is not None:
         blocks = anatomy.layers(backbone)
         if not 1 <= n_last <= len(blocks):
@@ -43,11 +44,11 @@ def apply(model, cfg: FullFTConfig) -> None:
             block.requires_grad_(True)
         return
     backbone.requires_grad_(True)
-    if model.family != "ast":
-        if cfg.freeze_feature_encoder:
-            backbone.feature_extractor.requires_grad_(False)
-        if getattr(backbone, "masked_spec_embed", None) is not None:
-            backbone.masked_spec_embed.requires_grad_(False)
+    encoder = anatomy.anatomy_of(backbone).feature_encoder
+    if encoder is not None and cfg.freeze_feature_encoder:
+        anatomy.get_path(backbone, encoder).requires_grad_(False)
+    if getattr(backbone, "masked_spec_embed", None) is not None:
+        backbone.masked_spec_embed.requires_grad_(False)
 
 
 register_method(

@@ -343,9 +343,6 @@ def apply(model, cfg: LoRAConfig) -> None:
         if "conv" in cfg.targets:
             for parent, attr, conv in _conv_targets(layer, anat):
                 wrap(parent, attr, conv)
-    norm = anatomy.final_norm(backbone)
-    if model.family == "ast" and norm is not None:  # the reference AST wrapper trains it
-        norm.requires_grad_(True)
 
 
 register_method(
@@ -355,6 +352,7 @@ register_method(
         apply=apply,
         lr=5e-3,
         identity_at_init=lambda cfg: cfg.lora_init == "zero_B",
+        trains_final_norm=lambda cfg: True,
         merges=True,
         paper="Hu et al., ICLR 2022 (LoRA); Cappellazzo et al., MLSP 2024 (PETL_AST)",
         test_config={"reduction_rate": 8},

@@ -149,9 +149,6 @@ def apply(model, cfg: PrefixTuningConfig) -> None:
         attn.petl_prefix_k = nn.Parameter(torch.empty(half, hidden).uniform_(-bound, bound))
         attn.petl_prefix_v = nn.Parameter(torch.empty(half, hidden).uniform_(-bound, bound))
     backbone.set_attn_implementation(ATTN_IMPLEMENTATION)
-    norm = anatomy.final_norm(backbone)
-    if model.family == "ast" and norm is not None:  # the reference AST wrapper trains it
-        norm.requires_grad_(True)
 
 
 register_method(
@@ -162,6 +159,7 @@ register_method(
         lr=1e-2,
         aliases=("prefix",),
         identity_at_init=lambda cfg: False,
+        trains_final_norm=lambda cfg: True,
         paper="Li & Liang, ACL 2021; Cappellazzo et al., MLSP 2024 (PETL_AST)",
         test_config={"num_tokens": 4},
     )

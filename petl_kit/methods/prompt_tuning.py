@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..backbones import anatomy
-from ..backbones.anatomy import CLS, DIST, PATCH, PROMPT
+from ..backbones.anatomy import DIST, PATCH, PROMPT
+from ..backbones.registry import get_family
 from ..config import ConfigError, option
 from ._init import vpt_uniform_bound
 from .registry import MethodConfig, MethodSpec, register_method
@@ -168,11 +169,12 @@ def prompt_roles(seq_len: int, head: tuple[int, ...], num_prompts: int, prompt: 
 def apply(model, cfg: PromptTuningConfig) -> None:
     backbone = model.backbone
     blocks = anatomy.layers(backbone)
-    if model.family == "ast":
-        head = (CLS, DIST) if cfg.prompt_keep_dist else (CLS,)
-        start, replaces = (2, 0) if cfg.prompt_keep_dist else (1, 1)
-    else:
-        head, start, replaces = (), 0, 0
+    special = get_family(model.family).special_tokens  # AST: (CLS, DIST); frame models: ()
+    if DIST in special and not cfg.prompt_keep_dist:  # the prompts take DIST's place
+        start, replaces = special.index(DIST), 1
+        head = special[:start] + special[start + 1 :]
+    else:  # the prompts go after the special tokens
+        head, start, replaces = special, len(special), 0
     prompts = PromptTokens(
         len(blocks),
         cfg.num_prompts,
@@ -192,9 +194,6 @@ def apply(model, cfg: PromptTuningConfig) -> None:
     model.role_layout = functools.partial(
         prompt_roles, head=head, num_prompts=cfg.num_prompts, prompt=PROMPT, patch=PATCH
     )
-    norm = anatomy.final_norm(backbone)
-    if model.family == "ast" and norm is not None:  # the reference AST wrapper trains it
-        norm.requires_grad_(True)
 
 
 register_method(
@@ -205,6 +204,7 @@ register_method(
         lr=1e-2,
         aliases=("vpt",),
         identity_at_init=lambda cfg: False,
+        trains_final_norm=lambda cfg: True,
         paper="Jia et al., ECCV 2022 (VPT); Cappellazzo et al., MLSP 2024 (PETL_AST)",
         test_config={"num_prompts": 3, "deep": True},
     )

@@ -5,9 +5,9 @@ the model in place: unfreezes what it trains, injects what it adds) and one
 :func:`register_method` call. Per-method facts used by the generic contract tests live on the
 spec (``identity_at_init``, ``merges``), not in ``isinstance`` special cases.
 
-Presets (:func:`register_preset`, :func:`method_preset`, :func:`list_presets`) name a method
-config from a paper, per profile, e.g. ``'music_adapter'`` or ``'music_lora'``; they sit beside
-the method they configure.
+Presets (:func:`register_preset`, :func:`method_preset`, :func:`list_presets`,
+:func:`get_preset`) name a method config from a paper, per profile, e.g. ``'music_adapter'`` or
+``'music_lora'``; they sit beside the method they configure.
 
 Injected parameters must live under an attribute whose name starts with ``petl_``: that is how
 :func:`petl_kit.efficiency.count_parameters` tells method parameters from backbone ones.
@@ -51,6 +51,18 @@ class MethodSpec:
             that puts the frozen backbone in eval.
         needs_grad_steps: optimiser steps after which every trainable tensor has had a
             non-zero gradient (2 for methods with a zero-initialised factor, e.g. LoRA's B).
+
+    Which parameters train beyond the method's own, decided once by ``build_model`` from these
+    fields and the backbone family's record (never by the method's ``apply``):
+
+        trains_final_norm: ``f(cfg) -> bool``: the method's reference wrapper keeps the final
+            LayerNorm trainable on families whose reference does
+            (``Family.reference_trains_final_norm``: PETL_AST's AST wrappers).
+        wrapped_sites: ``f(cfg) -> [site]``: the sub-layer sites (``anatomy.ATTENTION``,
+            ``anatomy.FFN``) the method wraps in every block; on families whose reference
+            unfreezes their LayerNorms (``Family.reference_trains_site_norms``) they train.
+        bottleneck: ``f(cfg, hidden) -> r``: the width of the method's bottleneck on a backbone
+            of width ``hidden``; an ``r < 1`` is refused before the method is applied.
     """
 
     name: str
@@ -64,6 +76,9 @@ class MethodSpec:
     test_config: dict = dataclasses.field(default_factory=dict)
     needs_grad_steps: int = 1
     plain_wrapper: bool = False
+    trains_final_norm: Callable[[Any], bool] = lambda cfg: False
+    wrapped_sites: Callable[[Any], list[str]] = lambda cfg: []
+    bottleneck: Callable[[Any, int], int] | None = None
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -117,7 +132,7 @@ class MethodPreset:
         method: the registered method it configures.
         reference: ``method_config`` reproducing the published code (quirks included).
         corrected: ``method_config`` of the corrected profile.
-        doc: one line for :func:`list_presets` and the README.
+        doc: one line for the README and whoever lists the presets.
     """
 
     name: str
@@ -140,9 +155,17 @@ def register_preset(preset: MethodPreset) -> MethodPreset:
     return preset
 
 
-def list_presets() -> dict[str, str]:
-    """``{preset name: one-line description}`` of every registered preset."""
-    return {name: p.doc for name, p in _PRESETS.items()}
+def list_presets() -> list[str]:
+    """Names of every registered preset, in registration order (:func:`get_preset` describes
+    one)."""
+    return list(_PRESETS)
+
+
+def get_preset(name: str) -> MethodPreset:
+    """The :class:`MethodPreset` of ``name`` (its ``doc`` says what it reproduces)."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
+    return _PRESETS[name]
 
 
 def method_preset(name: str, profile: str = "corrected") -> dict[str, Any]:
@@ -153,9 +176,7 @@ def method_preset(name: str, profile: str = "corrected") -> dict[str, Any]:
     from ..config import check_profile
 
     check_profile(profile)
-    if name not in _PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
-    preset = _PRESETS[name]
+    preset = get_preset(name)
     return {"method": preset.method, "method_config": dict(getattr(preset, profile))}
 
 

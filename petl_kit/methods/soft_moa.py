@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import ConfigError, option
 from . import experts
-from .dense_moa import MoAConfig, apply_mixture, identity_at_init
+from .dense_moa import MIXTURE_RULES, MoAConfig, apply_mixture, identity_at_init
 from .registry import MethodSpec, register_method
 
 
@@ -149,5 +149,6 @@ register_method(
             "normalize": True,
         },
         needs_grad_steps=2,
+        **MIXTURE_RULES,
     )
 )

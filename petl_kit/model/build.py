@@ -14,20 +14,12 @@ import torch
 from torch import nn
 
 from ..backbones import anatomy
-from ..backbones.anatomy import CLS, DIST, PATCH, PROMPT
-from ..backbones.registry import get_family, load_backbone, tiny_config
+from ..backbones.anatomy import PATCH, truncate_encoder
+from ..backbones.registry import Family, feature_extractor, get_family, load_backbone, tiny_config
 from ..config import TASKS, ConfigError, as_dict, build, check_profile, option
-from ..methods import get_method, make_config
+from ..methods import MethodSpec, get_method, make_config
 from .heads import HEADS, LAYER_AGGREGATIONS, make_head
-
-POOLINGS = {
-    "ALL": (CLS, DIST, PROMPT, PATCH),
-    "CLS": (CLS,),
-    "CLS_DIST": (CLS, DIST),
-    "PROMPTS": (PROMPT,),
-    "SPEECH": (PATCH,),
-    "PROMPTS+SPEECH": (PROMPT, PATCH),
-}
+from .pooling import canonical_pooling, pool_roles
 
 
 @dataclass(frozen=True)
@@ -93,24 +85,30 @@ class PetlModel(nn.Module):
         self.method_config: Any = None
         self.build_args: dict[str, Any] = {}
 
+    @property
+    def family_record(self) -> Family:
+        """The backbone family's record (what the kit knows about ``self.family``)."""
+        return get_family(self.family)
+
     # ------------------------------------------------------------------ forward
     def _default_roles(self, seq_len: int) -> torch.Tensor:
-        if self.family == "ast":
-            return torch.tensor([CLS, DIST] + [PATCH] * (seq_len - 2))
-        return torch.full((seq_len,), PATCH)
+        special = list(self.family_record.special_tokens)  # AST: CLS, DIST; frame models: none
+        return torch.tensor(special + [PATCH] * (seq_len - len(special)))
 
     def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Run the backbone.
 
         Args:
-            input_values: ``[B, L, n_mels]`` fbank (AST) or ``[B, S]`` waveform (frame models).
-            attention_mask: ``[B, S]`` 1 for real samples (frame models), optional.
+            input_values: ``[B, L, n_mels]`` fbank (AST) or ``[B, S]`` waveform (frame models):
+                the family record's ``input_kind``.
+            attention_mask: ``[B, S]`` 1 for real samples, optional; used where the family's
+                backbone takes one (``Family.takes_attention_mask``: frame models).
 
         Returns:
             ``(hidden [B, T, D], valid [B, T] bool | None)``: the last hidden state (after the
             final LN where the backbone has one) and which positions are real frames.
         """
-        if self.family == "ast":
+        if not self.family_record.takes_attention_mask:
             return self.backbone(input_values).last_hidden_state, None
         mask = attention_mask if self.options.pass_attention_mask else None
         hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
@@ -162,13 +160,7 @@ class PetlModel(nn.Module):
 
     def pool(self, hidden: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over the tokens whose role is in the pooling set: ``[B, T, D] -> [B, D]``."""
-        roles = self.role_layout(hidden.shape[1]).to(hidden.device)
-        keep = torch.isin(roles, torch.tensor(POOLINGS[self.pooling], device=hidden.device))
-        weights = keep[None, :].expand(hidden.shape[0], -1).clone()
-        if frames is not None:  # padded frames of frame models drop out of the mean
-            weights[:, roles == PATCH] &= frames
-        weights = weights.to(hidden.dtype)
-        return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
+        return pool_roles(hidden, self.role_layout(hidden.shape[1]), self.pooling, frames)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """``[B, L, n_mels]`` or ``[B, S]`` → logits ``[B, num_classes]``."""
@@ -253,8 +245,7 @@ class PetlModel(nn.Module):
         return state
 
     def feature_extractor(self, **kwargs):
-        from ..backbones.registry import feature_extractor
-
+        """The extractor the backbone's family takes (see ``backbones.feature_extractor``)."""
         return feature_extractor(self.backbone, **kwargs)
 
 
@@ -292,7 +283,8 @@ def build_model(
     """Build backbone + method + pooling + head (design §4).
 
     Args:
-        backbone: ``'ast'`` | ``'wav2vec2'`` | ``'hubert'`` | ``'mert'`` (see ``FAMILIES``).
+        backbone: a registered family (``list_backbones()``: ``'ast'``, ``'wav2vec2'``,
+            ``'hubert'``, ``'mert'``, ``'musicfm'``, ``'scratch'``).
         checkpoint: None (base config, random weights), HF id, local folder or ``'builtin:...'``.
         backbone_config: config overrides, or ``'tiny'`` for the family's tiny test config.
         num_classes: head outputs C.
@@ -312,26 +304,9 @@ def build_model(
     """
     check_profile(profile)
     family = get_family(backbone)
-    spec = get_method(method)
-    if family.methods is not None and spec.name not in family.methods:
-        raise ConfigError(
-            f"method {spec.name!r} does not apply to backbone {family.name!r}; valid methods: "
-            f"{', '.join(family.methods)}"
-        )
-    cfg = make_config(spec.name, method_config, profile)
+    spec, cfg = _method_for(family, method, method_config, profile)
     opts = build(ModelOptions, options, profile, owner="model options")
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    pool = pooling.upper().replace("-", "_") if pooling else pooling
-    pool = "PROMPTS+SPEECH" if pool in ("PROMPTS+SPEECH", "PROMPTS_SPEECH") else pool
-    if pool not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
-    if family.name != "ast" and pool in ("CLS", "CLS_DIST"):
-        raise ConfigError(f"pooling {pooling!r} needs CLS/DIST tokens; {family.name} has none")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"num_classes={num_classes!r}; expected a positive int")
-    if head not in HEADS or layer_aggregation not in LAYER_AGGREGATIONS:
-        make_head(head, 1, 1, layer_aggregation, 1)  # raises the ConfigError naming the choices
+    pool = _check_head_args(family, task, pooling, num_classes, head, layer_aggregation)
     overrides = (
         tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
     )
@@ -342,8 +317,7 @@ def build_model(
         truncate_encoder(net, encoder_depth)
     net.requires_grad_(False)
     model = PetlModel(net, num_classes, task, pool, opts, head, layer_aggregation)
-    spec.apply(model, cfg)
-    model.method, model.method_config = spec.name, cfg
+    apply_method(model, spec, cfg)
     model.build_args = dict(
         backbone=family.name,
         checkpoint=checkpoint,
@@ -362,24 +336,53 @@ def build_model(
     return model.train()
 
 
-def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
-    """Keep the first ``depth`` transformer blocks of ``backbone`` in place (any family).
-
-    Everything around the blocks stays: a pre-LN model's final LayerNorm then normalises block
-    ``depth``'s output (as the music reference's 6-layer MusicFM), a post-LN model (MERT-95M)
-    returns block ``depth``'s own output. ``config.num_hidden_layers`` follows.
-    """
-    blocks = anatomy.layers(backbone)
-    n = len(blocks)
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= n:
+def _method_for(family: Family, method: str, values: dict | None, profile: str):
+    """``(spec, config)`` of ``method`` on ``family``, refused where the family does not take it."""
+    spec = get_method(method)
+    if family.methods is not None and spec.name not in family.methods:
         raise ConfigError(
-            f"encoder_depth={depth!r}; the {getattr(backbone, 'petl_family', '')} backbone has "
-            f"{n} blocks: choose an int from 1 to {n}, or None for all"
+            f"method {spec.name!r} does not apply to backbone {family.name!r}; valid methods: "
+            f"{', '.join(family.methods)}"
         )
-    path = anatomy.anatomy_of(backbone).layers_path
-    anatomy.replace_module(backbone, path, nn.ModuleList(list(blocks)[:depth]))
-    backbone.config.num_hidden_layers = depth
-    return backbone
+    return spec, make_config(spec.name, values, profile)
+
+
+def _check_head_args(
+    family: Family, task: str, pooling: str, num_classes: int, head: str, aggregation: str
+) -> str:
+    """Validate task, pooling, classes and head; returns the canonical pooling name."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    pool = canonical_pooling(pooling, family)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes!r}; expected a positive int")
+    if head not in HEADS or aggregation not in LAYER_AGGREGATIONS:
+        make_head(head, 1, 1, aggregation, 1)  # raises the ConfigError naming the choices
+    return pool
+
+
+def apply_method(model: PetlModel, spec: MethodSpec, cfg) -> None:
+    """Apply ``spec`` to the frozen ``model``, then the "which parameters train" rules that
+    several methods share, from the spec's fields and the family's record (the reference's
+    LayerNorms; see :class:`~petl_kit.methods.registry.MethodSpec`)."""
+    hidden = model.backbone.config.hidden_size
+    if spec.bottleneck is not None and (r := spec.bottleneck(cfg, hidden)) < 1:
+        raise ConfigError(
+            f"{spec.name} method_config: reduction_rate={cfg.reduction_rate} gives r = "
+            f"round({hidden} / {cfg.reduction_rate}) = {r}; choose reduction_rate < {2 * hidden} "
+            "or give bottleneck"
+        )
+    spec.apply(model, cfg)
+    family, backbone = model.family_record, model.backbone
+    if family.reference_trains_site_norms and (sites := spec.wrapped_sites(cfg)):
+        anat = anatomy.anatomy_of(backbone)
+        for layer in anatomy.layers(backbone):  # finetune_LN: the LN of each wrapped sub-layer
+            for which in sites:
+                anatomy.layer_norm(layer, which, anat).requires_grad_(True)
+    norm = anatomy.final_norm(backbone)
+    if family.reference_trains_final_norm and spec.trains_final_norm(cfg) and norm is not None:
+        norm.requires_grad_(True)
+    model.method, model.method_config = spec.name, cfg
 
 
 def num_layers(model: PetlModel) -> int:

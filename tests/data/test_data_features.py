@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from petl_kit.backbones import feature_extractor_for
 from petl_kit.data import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
@@ -11,7 +12,6 @@ from petl_kit.data import (
     FbankExtractor,
     SpecAugment,
     WaveformExtractor,
-    feature_extractor_for,
 )
 
 PAD = (0 - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)
@@ -128,9 +128,11 @@ def test_feature_extractor_for_families():
     assert feature_extractor_for("AST", max_length=400).feature_shape == (400, 128)
     assert feature_extractor_for("wav2vec2") == WaveformExtractor(sample_rate=16000)
     assert feature_extractor_for("hubert", max_samples=16000).max_samples == 16000
-    mert = feature_extractor_for("mert")
-    assert mert.sample_rate == 24000 and mert.normalize is False and mert.input_kind == "waveform"
-    with pytest.raises(ValueError, match=r"unknown backbone family 'whisper'.*'ast'"):
+    mert = feature_extractor_for("mert")  # as model.feature_extractor(): HuBERT's normalisation
+    assert mert.sample_rate == 24000 and mert.normalize is True and mert.input_kind == "waveform"
+    musicfm = feature_extractor_for("musicfm")  # normalises its own mel, not the waveform
+    assert musicfm.sample_rate == 24000 and musicfm.normalize is False
+    with pytest.raises(ValueError, match=r"unknown backbone 'whisper'.*ast, wav2vec2"):
         feature_extractor_for("whisper")
     with pytest.raises(TypeError, match=r"no option\(s\) \['n_mels'\].*num_mel_bins"):
         feature_extractor_for("ast", n_mels=64)
