@@ -22,7 +22,7 @@ from petl_kit.experiments.sweep import completed_runs, plan_sweep, run_sweep
 from petl_kit.training import train
 from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
