@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import petl_kit as pk
-from petl_kit.backbones import mert
+from petl_kit.backbones import anatomy, mert
 from petl_kit.backbones.mert import MertCheckpointError
 from petl_kit.backbones.registry import frames_for, load_backbone
 
@@ -163,8 +163,8 @@ def test_encoder_depth_keeps_the_first_blocks(family):
     full = pk.build_model(family, backbone_config="tiny", num_classes=3, seed=0)
     cut = pk.build_model(family, backbone_config="tiny", num_classes=3, seed=0, encoder_depth=1)
     assert len(cut.backbone.config.to_dict()) and cut.backbone.config.num_hidden_layers == 1
-    first = pk.model.anatomy.layers(full.backbone)[0]
-    kept = pk.model.anatomy.layers(cut.backbone)
+    first = anatomy.layers(full.backbone)[0]
+    kept = anatomy.layers(cut.backbone)
     assert len(kept) == 1 and torch.equal(
         next(iter(first.parameters())), next(iter(kept[0].parameters()))
     )
