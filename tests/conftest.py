@@ -6,6 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from pathlib import Path  # noqa: E402
+
+import nbformat  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -14,8 +17,10 @@ FAMILIES = ("ast", "wav2vec2", "hubert")
 
 def example_input(family: str, batch: int = 2, seed: int = 0):
     """``(input_values, attention_mask)`` for a tiny backbone of ``family``."""
+    from petl_kit.backbones.registry import get_family
+
     g = torch.Generator().manual_seed(seed)
-    if family == "ast":
+    if get_family(family).input_kind == "fbank":
         return torch.randn(batch, 100, 128, generator=g), None
     wave = torch.randn(batch, 4000, generator=g)
     mask = torch.ones(batch, 4000, dtype=torch.long)
@@ -72,3 +77,35 @@ def tiny_checkpoints(tmp_path_factory):
         model.save_pretrained(root / family)
         out[family] = root / family
     return out
+
+
+# --------------------------------------------------------------------------- run notebooks
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+# A notebook that needs no model: it records a completed run (or raises when fail is True).
+LIGHT_PARAMS = """experiment: str = "light"  # outputs/<experiment>/
+run_dir: str | None = None  # set by the runner
+method: str = "linear"
+x: int = 1  # a number; 0 is fine too
+rate: float = 0.5
+tag: str | None = None  # optional text
+fail: bool = False
+"""
+LIGHT_CODE = """import json, pathlib
+if fail:
+    raise ValueError(f"boom {x}")
+pathlib.Path(run_dir, "metrics.json").write_text(json.dumps({
+    "status": "completed", "method": method, "task": "multiclass", "trainable_params": 10 * x,
+    "total_params": 1000, "test": {"accuracy": x / 10}, "val": {"accuracy": x / 10},
+    "train_seconds": 0.5}))
+"""
+
+
+def write_notebook(path: Path, params_src: str, code_src: str) -> Path:
+    """A two-cell notebook at ``path``: a ``parameters``-tagged cell and a code cell."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNEL})
+    cell = nbformat.v4.new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(code_src)]
+    nbformat.write(nb, path)
+    return path

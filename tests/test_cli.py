@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from petl_kit.__main__ import build_parser, main, parse_filters, parse_overrides
-from tests.test_runs import LIGHT_CODE, LIGHT_PARAMS, write_notebook
+from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 

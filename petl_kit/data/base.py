@@ -213,50 +213,86 @@ class DatasetSplits:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        train_crop = check_length("train_crop", train_crop)
-        eval_segment = check_length("eval_segment", eval_segment)
-        if val_crop not in VAL_CROPS:
-            raise ValueError(f"val_crop={val_crop!r} is not valid; valid: {list(VAL_CROPS)}")
-        pieces = {"train": ("crop", train_crop), "test": ("segments", eval_segment)}
-        pieces["val"] = ("crop", train_crop) if val_crop == "random" else pieces["test"]
+        pieces = _pieces(train_crop, eval_segment, val_crop)
         cached = self.cache if cache is None else cache
-        if cached and extractor.input_kind == "fbank" and (train_crop or eval_segment):
-            raise ValueError(
-                "train_crop / eval_segment cut waveforms, but the fbank cache holds whole-clip "
-                "features; pass cache=False"
-            )
-        if spec_augment is not None and extractor.input_kind != "fbank":
-            raise ValueError(
-                f"spec_augment works on fbank features; extractor {type(extractor).__name__} gives "
-                f"{extractor.input_kind!r}"
-            )
+        _check_features(extractor, cached, pieces, spec_augment)
         out = {}
         for offset, split in enumerate(SPLITS):
-            clips = self.split(split)
-            if not clips:
+            if not self.split(split):
                 continue
-            is_train = split == "train"
-            ds = AudioDataset(
-                clips,
-                extractor,
-                num_classes=self.num_classes,
-                # key and tempo labels are class indices / BPM bins, read as multiclass ones
-                task="multilabel" if self.task == "multilabel" else "multiclass",
-                augment=spec_augment if is_train else None,
-                channel=self.channel,
-                cache=self.cache if cache is None else cache,
-                cache_name=self.name,
-            )
+            augment = spec_augment if split == "train" else None
             mode, length = pieces[split]
-            if length is not None:
-                ds = SegmentDataset(ds, mode=mode, length=length, seed=seed + offset)
-            out[split] = DataLoader(
-                ds,
+            out[split] = _loader(
+                self._dataset(split, extractor, augment, cached),
+                mode,
+                length,
                 batch_size=batch_size,
-                shuffle=is_train and shuffle_train,
+                shuffle=split == "train" and shuffle_train,
                 num_workers=num_workers,
-                collate_fn=collate_segments if mode == "segments" and length else collate,
-                drop_last=False,
-                generator=torch.Generator().manual_seed(seed + offset),
+                seed=seed + offset,
             )
         return out
+
+    def _dataset(self, split: str, extractor, augment, cache: bool) -> AudioDataset:
+        """The whole-clip dataset of ``split`` (features from ``extractor``)."""
+        return AudioDataset(
+            self.split(split),
+            extractor,
+            num_classes=self.num_classes,
+            # key and tempo labels are class indices / BPM bins, read as multiclass ones
+            task="multilabel" if self.task == "multilabel" else "multiclass",
+            augment=augment,
+            channel=self.channel,
+            cache=cache,
+            cache_name=self.name,
+        )
+
+
+def _pieces(train_crop, eval_segment, val_crop: str) -> dict[str, tuple[str, int | None]]:
+    """How each split is cut: ``{split: (mode, length in samples or None for whole clips)}``."""
+    train_crop = check_length("train_crop", train_crop)
+    eval_segment = check_length("eval_segment", eval_segment)
+    if val_crop not in VAL_CROPS:
+        raise ValueError(f"val_crop={val_crop!r} is not valid; valid: {list(VAL_CROPS)}")
+    pieces = {"train": ("crop", train_crop), "test": ("segments", eval_segment)}
+    pieces["val"] = ("crop", train_crop) if val_crop == "random" else pieces["test"]
+    return pieces
+
+
+def _check_features(extractor, cached: bool, pieces: dict, spec_augment) -> None:
+    """Refuse cutting cached fbank features and SpecAugment on anything but fbank."""
+    if cached and extractor.input_kind == "fbank" and (pieces["train"][1] or pieces["test"][1]):
+        raise ValueError(
+            "train_crop / eval_segment cut waveforms, but the fbank cache holds whole-clip "
+            "features; pass cache=False"
+        )
+    if spec_augment is not None and extractor.input_kind != "fbank":
+        raise ValueError(
+            f"spec_augment works on fbank features; extractor {type(extractor).__name__} gives "
+            f"{extractor.input_kind!r}"
+        )
+
+
+def _loader(
+    ds: AudioDataset,
+    mode: str,
+    length: int | None,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+) -> DataLoader:
+    """A DataLoader over ``ds`` (cut into ``mode`` pieces of ``length`` when given) with its own
+    generator seeded ``seed``, so iterating it never draws from torch's global RNG."""
+    if length is not None:
+        ds = SegmentDataset(ds, mode=mode, length=length, seed=seed)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_segments if mode == "segments" and length else collate,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -23,7 +23,7 @@ from .protocols import (
     label_of,
     protocol,
     protocol_info,
-    read_lines,
+    read_rows,
     require_file,
 )
 
@@ -57,13 +57,10 @@ def read_esc50(root: Path) -> list[Clip]:
     meta = require_file(root / "meta" / "esc50.csv", "esc50", "metadata file")
     index = {c: i for i, c in enumerate(ESC50_CLASSES)}
     clips = []
-    for n, line in enumerate(read_lines(meta)[1:], start=2):
-        if not line.strip():
-            continue
-        cols = line.split(",")
+    for n, cols in read_rows(meta)[1:]:
         where = f"{meta} line {n}"
         if len(cols) < 4:
-            raise DatasetError(f"esc50: {where} has {len(cols)} columns, expected 7: {line!r}")
+            raise DatasetError(f"esc50: {where} has {len(cols)} columns, expected 7: {cols}")
         filename, fold, target, category = (c.strip() for c in cols[:4])
         label = label_of(category, index, "esc50", where)
         if target.isdigit() and int(target) != label:

@@ -71,27 +71,42 @@ def load_audiofolder(
     if not dirs:
         raise DatasetError(f"audiofolder root {root} has no sub-folders; expected {_LAYOUT}")
     split_dirs = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
-
     if not split_dirs:
-        classes = [d.name for d in dirs]
-        files, labels = [], []
-        for label, d in enumerate(dirs):
-            found = _audio_files(d, extensions)
-            if not found:
-                raise DatasetError(
-                    f"class folder {d} has no audio files with extensions {list(extensions)}"
-                )
-            files += found
-            labels += [label] * len(found)
-        clips = [
-            Clip(f, lab, None, {"path": str(f.relative_to(root)), "class": classes[lab]})
-            for f, lab in zip(files, labels, strict=True)
-        ]
-        parts = _by_index(clips, stratified_split(labels, val_fraction, test_fraction, seed))
-        info = dict(loader="audiofolder", root=str(root), layout="flat", seed=seed)
-        info.update(val_fraction=val_fraction, test_fraction=test_fraction)
-        return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
+        return _load_flat(root, dirs, extensions, val_fraction, test_fraction, seed)
+    return _load_split_folders(root, _split_folders(root, dirs, split_dirs), extensions)
 
+
+def _load_flat(
+    root: Path,
+    dirs: list[Path],
+    extensions: tuple[str, ...],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> DatasetSplits:
+    """``root/<class>/<file>``: one class per folder, a seeded stratified split."""
+    classes = [d.name for d in dirs]
+    files, labels = [], []
+    for label, d in enumerate(dirs):
+        found = _audio_files(d, extensions)
+        if not found:
+            raise DatasetError(
+                f"class folder {d} has no audio files with extensions {list(extensions)}"
+            )
+        files += found
+        labels += [label] * len(found)
+    clips = [
+        Clip(f, lab, None, {"path": str(f.relative_to(root)), "class": classes[lab]})
+        for f, lab in zip(files, labels, strict=True)
+    ]
+    parts = _by_index(clips, stratified_split(labels, val_fraction, test_fraction, seed))
+    info = dict(loader="audiofolder", root=str(root), layout="flat", seed=seed)
+    info.update(val_fraction=val_fraction, test_fraction=test_fraction)
+    return DatasetSplits(root.name, classes, "multiclass", **parts, info=info)
+
+
+def _split_folders(root: Path, dirs: list[Path], split_dirs: list[Path]) -> dict[str, Path]:
+    """``{kit split: folder}`` of a split layout; refuses mixed, doubled or train-less roots."""
     others = [d.name for d in dirs if d not in split_dirs]
     if others:
         raise DatasetError(
@@ -111,6 +126,13 @@ def load_audiofolder(
         raise DatasetError(
             f"audiofolder root {root} has split folders but no train/; expected {_LAYOUT}"
         )
+    return by_split
+
+
+def _load_split_folders(
+    root: Path, by_split: dict[str, Path], extensions: tuple[str, ...]
+) -> DatasetSplits:
+    """``root/{train,val,test}/<class>/<file>``: the splits as given, classes their union."""
     classes = sorted({c.name for d in by_split.values() for c in _subdirs(d)})
     if not classes:
         raise DatasetError(
@@ -164,12 +186,43 @@ def load_csv(
     base = Path(root) if root is not None else manifest.parent
     if not base.is_dir():
         raise FileNotFoundError(f"audio root {base} for manifest {manifest} is not a folder")
+    columns, rows = _read_manifest(manifest)
+    _check_columns(manifest, columns, rows, fold)
+    label_lists = _row_labels(manifest, rows)
+    classes = _class_order({lab for labels in label_lists for lab in labels})
+    multilabel = any(len(labels) > 1 for labels in label_lists)
+    clips = _row_clips(manifest, base, rows, label_lists, classes, multilabel)
+
+    info = {"loader": "csv", "manifest": str(manifest), "root": str(base)}
+    if "split" in columns and fold is None:
+        parts = _split_by_column(manifest, rows, clips)
+        info["split_source"] = "column"
+    elif fold is not None:
+        parts, existing = _split_by_fold(manifest, rows, clips, fold, val_fraction, seed)
+        info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed)
+        info.update(val_fraction=val_fraction)
+    else:
+        strat = [c.labels[0] for c in clips]
+        parts = _by_index(clips, stratified_split(strat, val_fraction, test_fraction, seed))
+        info.update(split_source="random", seed=seed, val_fraction=val_fraction)
+        info.update(test_fraction=test_fraction)
+    task = "multilabel" if multilabel else "multiclass"
+    return DatasetSplits(manifest.stem, classes, task, **parts, info=info)
+
+
+def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``(column names, rows)`` of a CSV manifest; names and values stripped, BOM dropped."""
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         rows = [
             {k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader
         ]
+    return columns, rows
+
+
+def _check_columns(manifest: Path, columns: list[str], rows: list[dict], fold) -> None:
+    """Refuse a manifest without path/label or rows, and a fold that the columns cannot serve."""
     missing = [c for c in ("path", "label") if c not in columns]
     if missing:
         raise DatasetError(
@@ -188,16 +241,28 @@ def load_csv(
             f"manifest {manifest} has a 'fold' column: pass fold=<k> (one of {folds})"
         )
 
+
+def _row_labels(manifest: Path, rows: list[dict]) -> list[list[str]]:
+    """Each row's ``;``-separated label names; an empty label is refused."""
     label_lists = []
     for n, r in enumerate(rows, start=1):
         labels = [x.strip() for x in r["label"].split(";") if x.strip()]
         if not labels:
             raise DatasetError(f"manifest {manifest} row {n} (line {n + 1}) has an empty label")
         label_lists.append(labels)
-    classes = _class_order({lab for labels in label_lists for lab in labels})
-    index = {c: i for i, c in enumerate(classes)}
-    multilabel = any(len(labels) > 1 for labels in label_lists)
+    return label_lists
 
+
+def _row_clips(
+    manifest: Path,
+    base: Path,
+    rows: list[dict],
+    label_lists: list[list[str]],
+    classes: list[str],
+    multilabel: bool,
+) -> list[Clip]:
+    """One Clip per row (files checked); columns other than path/label go to ``meta``."""
+    index = {c: i for i, c in enumerate(classes)}
     clips = []
     for n, (r, labels) in enumerate(zip(rows, label_lists, strict=True), start=1):
         path = Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"]
@@ -209,51 +274,45 @@ def load_csv(
         meta = {k: v for k, v in r.items() if k not in ("path", "label")}
         meta.update(row=n, path=r["path"])
         clips.append(Clip(path, ids if multilabel else ids[0], None, meta))
+    return clips
 
-    strat = [c.labels[0] for c in clips]
-    info = {"loader": "csv", "manifest": str(manifest), "root": str(base)}
-    if "split" in columns and fold is None:
-        parts = {"train": [], "val": [], "test": []}
-        for n, (r, clip) in enumerate(zip(rows, clips, strict=True), start=1):
-            split = SPLIT_ALIASES.get(r["split"].lower())
-            if split is None:
-                raise DatasetError(
-                    f"manifest {manifest} row {n} (line {n + 1}) has unknown split "
-                    f"{r['split']!r}; valid: {sorted(SPLIT_ALIASES)}"
-                )
-            parts[split].append(clip)
-        info["split_source"] = "column"
-    elif fold is not None:
-        try:
-            fold_of = [int(r["fold"]) for r in rows]
-        except ValueError as err:
+
+def _split_by_column(manifest: Path, rows: list[dict], clips: list[Clip]) -> dict[str, list]:
+    """The splits the ``split`` column names (its aliases accepted)."""
+    parts = {"train": [], "val": [], "test": []}
+    for n, (r, clip) in enumerate(zip(rows, clips, strict=True), start=1):
+        split = SPLIT_ALIASES.get(r["split"].lower())
+        if split is None:
             raise DatasetError(
-                f"manifest {manifest}: fold column must hold integers ({err})"
-            ) from err
-        existing = sorted(set(fold_of))
-        if (
-            isinstance(fold, bool)
-            or not isinstance(fold, (int, np.integer))
-            or fold not in existing
-        ):
-            raise DatasetError(
-                f"fold {fold!r} does not exist in manifest {manifest}; existing folds: {existing}"
+                f"manifest {manifest} row {n} (line {n + 1}) has unknown split "
+                f"{r['split']!r}; valid: {sorted(SPLIT_ALIASES)}"
             )
-        rest = [i for i, f in enumerate(fold_of) if f != fold]
-        tr, va, _ = stratified_split([strat[i] for i in rest], val_fraction, 0.0, seed)
-        parts = {
-            "train": [clips[rest[i]] for i in tr],
-            "val": [clips[rest[i]] for i in va],
-            "test": [c for c, f in zip(clips, fold_of, strict=True) if f == fold],
-        }
-        info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed)
-        info.update(val_fraction=val_fraction)
-    else:
-        parts = _by_index(clips, stratified_split(strat, val_fraction, test_fraction, seed))
-        info.update(split_source="random", seed=seed, val_fraction=val_fraction)
-        info.update(test_fraction=test_fraction)
-    task = "multilabel" if multilabel else "multiclass"
-    return DatasetSplits(manifest.stem, classes, task, **parts, info=info)
+        parts[split].append(clip)
+    return parts
+
+
+def _split_by_fold(
+    manifest: Path, rows: list[dict], clips: list[Clip], fold, val_fraction: float, seed: int
+) -> tuple[dict[str, list], list[int]]:
+    """Fold ``fold`` as test, val carved (stratified) from the other folds; also the folds."""
+    try:
+        fold_of = [int(r["fold"]) for r in rows]
+    except ValueError as err:
+        raise DatasetError(f"manifest {manifest}: fold column must hold integers ({err})") from err
+    existing = sorted(set(fold_of))
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold not in existing:
+        raise DatasetError(
+            f"fold {fold!r} does not exist in manifest {manifest}; existing folds: {existing}"
+        )
+    rest = [i for i, f in enumerate(fold_of) if f != fold]
+    strat = [clips[i].labels[0] for i in rest]
+    tr, va, _ = stratified_split(strat, val_fraction, 0.0, seed)
+    parts = {
+        "train": [clips[rest[i]] for i in tr],
+        "val": [clips[rest[i]] for i in va],
+        "test": [c for c, f in zip(clips, fold_of, strict=True) if f == fold],
+    }
+    return parts, existing
 
 
 def write_audiofolder(splits: DatasetSplits, root: str | Path, *, subtype: str = "PCM_16") -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Clip, DatasetError, DatasetSplits
-from .protocols import check_audio, check_fold, find_root, protocol, protocol_info, read_lines
+from .protocols import check_audio, check_fold, find_root, protocol, protocol_info, read_rows
 
 __all__ = ["FSC_INTENTS", "FSC_CLASSES", "load_fsc"]
 
@@ -61,13 +61,10 @@ def _read_split(root: Path, filename: str) -> list[Clip]:
         raise FileNotFoundError(f"fsc: metadata file {path} not found; expected {LAYOUT}")
     index = {c: i for i, c in enumerate(FSC_CLASSES)}
     clips = []
-    for n, line in enumerate(read_lines(path)[1:], start=2):
-        if not line.strip():
-            continue
-        cols = line.split(",")
+    for n, cols in read_rows(path)[1:]:
         where = f"{path} line {n}"
         if len(cols) < 5:
-            raise DatasetError(f"fsc: {where} has {len(cols)} columns, expected >= 5: {line!r}")
+            raise DatasetError(f"fsc: {where} has {len(cols)} columns, expected >= 5: {cols}")
         action, obj, location = cols[-3:]
         intent = action + obj + location
         if intent not in index:

@@ -14,6 +14,7 @@ read sorted by name, lines in file order. AST: L = 800; wav2vec2: 128,000 sample
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from ..config import ConfigError
@@ -25,7 +26,7 @@ from .protocols import (
     iemocap_folds,
     protocol,
     protocol_info,
-    read_lines,
+    read_rows,
 )
 
 __all__ = ["IEMOCAP_CLASSES", "IEMOCAP_LABELS", "load_iemocap"]
@@ -67,10 +68,10 @@ def read_iemocap(root: Path) -> list[Clip]:
         if not files:
             raise FileNotFoundError(f"iemocap: no label files (*.txt) in {folder}")
         for txt in files:
-            for n, line in enumerate(read_lines(txt), start=1):
-                if not line.startswith("["):
+            # tab-separated, quotes are text: "[start - end]\tturn\tlabel\t[V, A, D]"
+            for n, fields in read_rows(txt, delimiter="\t", quoting=csv.QUOTE_NONE):
+                if not fields[0].startswith("["):
                     continue
-                fields = line.split("\t")
                 where = f"{txt} line {n}"
                 if len(fields) < 3:
                     raise DatasetError(

@@ -17,6 +17,7 @@ layout helpers at the end of this module.
 
 from __future__ import annotations
 
+import csv
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +278,19 @@ def label_of(name: str, index: dict[str, int], dataset: str, where: str) -> int:
 def read_lines(path: Path) -> list[str]:
     """Lines of a text file without line endings (utf-8, BOM tolerated)."""
     return path.read_text(encoding="utf-8-sig").splitlines()
+
+
+def read_rows(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL):
+    """``[(line number, fields)]`` of every non-blank row of a delimited text file (utf-8, BOM
+    tolerated; the header, if any, is the first row), read with the ``csv`` module so quoted
+    fields may hold the delimiter. The line number is the row's first line, for error messages.
+    """
+    rows = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        start = 1
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                rows.append((start, fields))
+            start = reader.line_num + 1
+    return rows

@@ -24,7 +24,7 @@ from .protocols import (
     label_of,
     protocol,
     protocol_info,
-    read_lines,
+    read_rows,
     require_file,
     us8k_folds,
 )
@@ -62,13 +62,11 @@ def read_us8k(root: Path) -> list[Clip]:
     meta = require_file(root / "metadata" / "UrbanSound8K.csv", "us8k", "metadata file")
     index = {c: i for i, c in enumerate(US8K_CLASSES)}
     clips = []
-    for n, line in enumerate(read_lines(meta)[1:], start=2):
-        if not line.strip():
-            continue
-        cols = [c.strip() for c in line.split(",")]
+    for n, row in read_rows(meta)[1:]:
+        cols = [c.strip() for c in row]
         where = f"{meta} line {n}"
         if len(cols) < 4:
-            raise DatasetError(f"us8k: {where} has {len(cols)} columns, expected 8: {line!r}")
+            raise DatasetError(f"us8k: {where} has {len(cols)} columns, expected 8: {cols}")
         name, fold, class_id, category = cols[0], cols[-3], cols[-2], cols[-1]
         label = label_of(category, index, "us8k", where)
         if class_id.isdigit() and int(class_id) != label:

@@ -9,7 +9,8 @@ import petl_kit as pk
 from petl_kit.backbones import anatomy
 from petl_kit.methods.adapter import PLACEMENTS, AdapterConfig, AdapterSublayer
 from tests.conftest import Known, example_input
-from tests.methods.test_contract import _build, _steps
+from tests.methods.conftest import build as _build
+from tests.methods.conftest import steps as _steps
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 BOTTLENECK = {"adapter_block": "bottleneck"}

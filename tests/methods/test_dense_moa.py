@@ -14,25 +14,11 @@ from petl_kit.backbones import anatomy
 from petl_kit.methods import blocks
 from petl_kit.methods.dense_moa import AddAgain, DenseMoA, MoASublayer
 from tests.conftest import Known, example_input
-from tests.methods.test_contract import _build
+from tests.methods.conftest import HEAD_31
+from tests.methods.conftest import build as _build
+from tests.methods.conftest import meta_counts as _counts
 
-HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 TINY = {"reduction_rate": 8, "num_adapters": 3}
-
-
-def _counts(method="dense_moa", max_length=400, num_classes=31, profile="reference", **cfg):
-    """count_parameters of a base-size AST built on the meta device (same build path, no 86M
-    weights allocated)."""
-    with torch.device("meta"):
-        model = pk.build_model(
-            "ast",
-            backbone_config={"max_length": max_length},
-            num_classes=num_classes,
-            method=method,
-            method_config=cfg,
-            profile=profile,
-        )
-    return pk.count_parameters(model)
 
 
 # ------------------------------------------------------------------ exact counts

@@ -12,7 +12,8 @@ from petl_kit.backbones import anatomy
 from petl_kit.methods._init import apply_r2_, reference_init_
 from petl_kit.methods.lora import LoRAConfig, LoRALinear, LoRAPair
 from tests.conftest import example_input
-from tests.methods.test_contract import _build, _steps
+from tests.methods.conftest import build as _build
+from tests.methods.conftest import steps as _steps
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 BACKBONE_500 = 85_708_032

@@ -11,7 +11,7 @@ from petl_kit.backbones.registry import load_backbone
 from petl_kit.methods.lora import LoRAConv1d, LoRALinear, LoRAPair
 from petl_kit.methods.registry import get_preset, list_presets, method_preset
 from tests.conftest import example_input
-from tests.methods import test_contract as contract
+from tests.methods import conftest as contract
 
 LAYOUTS = {"post_ln": {}, "pre_ln": {"do_stable_layer_norm": True}}
 
@@ -193,7 +193,7 @@ def test_presets_keep_the_method_contract(preset, profile, layout, mert_checkpoi
     with torch.no_grad():  # identity at init (W_up = 0 / B = 0)
         assert torch.allclose(model(x, mask), plain(x, mask), atol=1e-5)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    grads = contract._steps(model, "mert", 3)
+    grads = contract.steps(model, "mert", 3)
     for name, p in model.named_parameters():
         if p.requires_grad and not name.endswith(contract.INERT):
             assert grads[name] and not torch.equal(p, before[name]), name
@@ -217,14 +217,14 @@ CASES = [(m, layout) for m in pk.list_methods() for layout in LAYOUTS]
 
 @pytest.mark.parametrize("method,layout", CASES)
 def test_every_method_on_mert(method, layout, as_family, tmp_path):
-    """The registry contract (tests/methods/test_contract.py) on both MERT layouts."""
+    """The registry contract (tests/methods/conftest.py) on both MERT layouts."""
     ckpts = as_family[layout]
-    contract.test_identity_at_init(method, "mert", ckpts)
-    contract.test_training_touches_only_trainable(method, "mert", ckpts)
-    contract.test_every_trainable_tensor_changes_output(method, "mert", ckpts)
-    contract.test_save_load_round_trip(method, "mert", ckpts, tmp_path)
+    contract.check_identity_at_init(method, "mert", ckpts)
+    contract.check_training_touches_only_trainable(method, "mert", ckpts)
+    contract.check_every_trainable_tensor_changes_output(method, "mert", ckpts)
+    contract.check_save_load_round_trip(method, "mert", ckpts, tmp_path)
     if pk.get_method(method).merges:
-        contract.test_merge_equals_unmerged(method, "mert", ckpts)
+        contract.check_merge_equals_unmerged(method, "mert", ckpts)
 
 
 def test_music_probe_trains_the_head_only_even_with_a_final_norm():
@@ -295,7 +295,7 @@ def test_music_lora_reference_merges_on_eval(mert_checkpoints):
     of the factors loads exactly into a merged model (best-epoch selection)."""
     model = _music("music_lora", "post_ln", mert_checkpoints, "reference")
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    contract._steps(model, "mert", 2)
+    contract.steps(model, "mert", 2)
     snapshot = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     x, mask = example_input("mert")
     with torch.no_grad():
@@ -303,7 +303,7 @@ def test_music_lora_reference_merges_on_eval(mert_checkpoints):
         wrapped = [m for m in model.backbone.modules() if isinstance(m, LoRALinear)]
         assert all(m.merged for m in wrapped)
         at_snapshot = model(x, mask)
-    contract._steps(model, "mert", 2)  # train() unmerged, the factors moved on
+    contract.steps(model, "mert", 2)  # train() unmerged, the factors moved on
     assert not any(m.merged for m in wrapped)
     with torch.no_grad():
         model.eval()

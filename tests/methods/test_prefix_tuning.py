@@ -11,8 +11,8 @@ import petl_kit as pk
 from petl_kit.backbones import anatomy
 from petl_kit.methods.prefix_tuning import ATTN_IMPLEMENTATION, prefix_attention
 from tests.conftest import example_input
-from tests.methods.test_contract import _build
-from tests.methods.test_prompt_tuning import _padding_invariance
+from tests.methods.conftest import build as _build
+from tests.methods.conftest import padding_invariance as _padding_invariance
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 BACKBONE_500 = 85_708_032

@@ -12,7 +12,8 @@ from petl_kit.backbones import anatomy
 from petl_kit.backbones.anatomy import CLS, DIST, PATCH, PROMPT
 from petl_kit.methods._init import vpt_uniform_bound
 from tests.conftest import example_input
-from tests.methods.test_contract import _build
+from tests.methods.conftest import build as _build
+from tests.methods.conftest import padding_invariance as _padding_invariance
 
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 BACKBONE_500 = 85_708_032
@@ -171,35 +172,6 @@ def test_frame_model_layout(family, tiny_checkpoints):
     torch.testing.assert_close(seen[0][:, n:], seen["raw"])  # after pos conv (+ encoder LN)
     torch.testing.assert_close(seen[1][:, :n], model.petl_prompts.deep[0].expand(2, -1, -1))
     assert model.role_layout(n + frames).tolist() == [PROMPT] * n + [PATCH] * frames
-
-
-def _padding_invariance(method, method_config, stable, family="wav2vec2"):
-    """Padding an example (with its attention mask) leaves its logits unchanged.
-
-    The conv feature encoder uses per-frame LayerNorm (``feat_extract_norm='layer'``): with the
-    base models' GroupNorm over time even the stock backbone depends on the padding.
-    """
-    cfg = pk.tiny_config(family, feat_extract_norm="layer", do_stable_layer_norm=stable)
-
-    def build(**options):
-        return pk.build_model(
-            family,
-            backbone_config=cfg,
-            num_classes=4,
-            method=method,
-            method_config=method_config,
-            seed=0,
-            options=options,
-        ).eval()
-
-    model, unmasked = build(), build(pass_attention_mask=False)
-    assert model.options.pass_attention_mask and model.options.masked_pooling
-    x, mask = example_input(family)  # example 1 is padded from sample 3000
-    with torch.no_grad():
-        alone = model(x[1:, :3000], torch.ones(1, 3000, dtype=torch.long))
-        torch.testing.assert_close(model(x, mask)[1:], alone, atol=1e-5, rtol=1e-5)
-        # without the mask in the attention the padded frames leak in
-        assert not torch.allclose(unmasked(x, mask)[1:], alone, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from petl_kit.analysis.routing import RoutingRecorder
 from petl_kit.methods import blocks
 from petl_kit.methods.experts import group_blocks
 from petl_kit.methods.soft_moa import SoftMoA
-from tests.methods.test_dense_moa import HEAD_31, _counts
+from tests.methods.conftest import HEAD_31
+from tests.methods.conftest import meta_counts as _counts
 
 # ------------------------------------------------------------------ exact counts
 # §3.3: printed − head, RR 128 (r = 6), bottleneck experts, normalize off; MHSA = FFN

@@ -8,8 +8,7 @@ import torch
 import petl_kit as pk
 from petl_kit.analysis import insight
 from petl_kit.backbones import anatomy
-
-from .conftest import example_input
+from tests.conftest import example_input
 
 C = 3
 

@@ -15,7 +15,7 @@ from petl_kit.experiments.provenance import load_yaml
 from petl_kit.experiments.runs import COMMON_KEYS, known_keys, type_matches
 from petl_kit.experiments.sweep import plan_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = sorted((REPO / "params").rglob("*.yaml"))
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 SWEEPS = [p for p in PARAMS if "runs" in (load_yaml(p.read_text()) or {})]

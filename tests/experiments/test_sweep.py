@@ -20,9 +20,9 @@ from petl_kit.experiments.executors import executor_options
 from petl_kit.experiments.results import aggregate_results, collect_results, paper_table
 from petl_kit.experiments.sweep import completed_runs, plan_sweep, run_sweep
 from petl_kit.training import train
-from tests.test_runs import LIGHT_CODE, LIGHT_PARAMS, write_notebook
+from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

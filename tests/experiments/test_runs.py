@@ -2,9 +2,7 @@
 
 import json
 import re
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,35 +15,7 @@ from petl_kit.experiments import provenance, runs
 from petl_kit.experiments.report import collect_results, summary_table, write_report
 from petl_kit.experiments.sweep import plan_sweep, run_sweep
 from petl_kit.training.train import evaluate
-
-KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
-
-# A notebook that needs no model: it records a completed run (or raises when fail is True).
-LIGHT_PARAMS = """experiment: str = "light"  # outputs/<experiment>/
-run_dir: str | None = None  # set by the runner
-method: str = "linear"
-x: int = 1  # a number; 0 is fine too
-rate: float = 0.5
-tag: str | None = None  # optional text
-fail: bool = False
-"""
-LIGHT_CODE = """import json, pathlib
-if fail:
-    raise ValueError(f"boom {x}")
-pathlib.Path(run_dir, "metrics.json").write_text(json.dumps({
-    "status": "completed", "method": method, "task": "multiclass", "trainable_params": 10 * x,
-    "total_params": 1000, "test": {"accuracy": x / 10}, "val": {"accuracy": x / 10},
-    "train_seconds": 0.5}))
-"""
-
-
-def write_notebook(path: Path, params_src: str, code_src: str) -> Path:
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": KERNEL})
-    cell = nbformat.v4.new_code_cell(params_src)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(code_src)]
-    nbformat.write(nb, path)
-    return path
+from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 
 import petl_kit as pk
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = {
     "40_music_tagging": "synthetic_tags",
     "41_music_key": "synthetic_key",
