@@ -223,9 +223,11 @@ PAUSE_ENV = "PETL_KIT_PAUSE_AT"
 def pause_point(name: str) -> None:
     """Testing hook for the crash-safety tests (``tests/experiments/test_crash_safety.py``):
     when ``$PETL_KIT_PAUSE_AT`` is ``name`` (``training``, ``trained``, ``between_runs``), touch
-    ``<$PETL_KIT_OUTPUTS or .>/paused-<name>`` and sleep 120 s, so a test can kill the process at
-    exactly that point. Unset (always, outside those tests) it does nothing."""
+    ``<$PETL_KIT_OUTPUTS or .>/paused-<name>`` (holding this pid) and sleep 120 s, so a test can
+    kill the process at exactly that point. Unset (always, outside those tests) it does nothing.
+    Points: ``training`` (before ``fit``), ``trained`` / ``completed`` (metrics.json written),
+    ``between_runs`` (a sweep, after a run ended)."""
     if os.environ.get(PAUSE_ENV) != name:
         return
-    Path(os.environ.get("PETL_KIT_OUTPUTS") or ".", f"paused-{name}").touch()
+    Path(os.environ.get("PETL_KIT_OUTPUTS") or ".", f"paused-{name}").write_text(str(os.getpid()))
     time.sleep(120)
