@@ -86,8 +86,8 @@ def start_sweep(file: Path, outputs: Path, pause: str | None = None) -> subproce
     if pause:
         env[claims.PAUSE_ENV] = pause
     cmd = [sys.executable, "-m", "petl_kit", "sweep", str(file), "--no-progress"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, **out)
 
 
 def kill_at(proc: subprocess.Popen, outputs: Path, point: str, timeout: float = 240) -> None:
