@@ -11,7 +11,9 @@ __all__ = [
     "AudioError",
     "CheckpointError",
     "ConfigError",
+    "DataWarning",
     "DatasetError",
+    "RunClaimed",
     "MertCheckpointError",
     "RunFailed",
 ]
@@ -33,6 +35,11 @@ class DatasetError(ValueError):
     """A dataset's layout, manifest or labels are not what the loader expects."""
 
 
+class DataWarning(UserWarning):
+    """Data a run can use but whose results cover less than it seems (a class absent from val or
+    test, files an audiofolder skipped); also recorded in the run's ``metrics.json``."""
+
+
 class AudioError(ValueError):
     """An audio file is missing, unreadable, empty or does not match what was asked of it."""
 
@@ -43,3 +50,7 @@ class RunFailed(RuntimeError):
     def __init__(self, message: str, run_dir: Path):
         super().__init__(message)
         self.run_dir = run_dir
+
+
+class RunClaimed(RuntimeError):
+    """A run folder or run key is held by another process, or a folder already holds results."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from .audio import AudioError, load_audio, resample
 from .base import Clip, DatasetError, DatasetSplits, stratified_split
 from .cache import FeatureStore, cache_dir, clear_cache
+from .checks import DataWarning, validate_splits
 from .dataset import AudioDataset, collate
 from .esc50 import load_esc50
 from .features import (
@@ -43,6 +44,7 @@ __all__ = [
     "AudioError",
     "Clip",
     "DATASETS",
+    "DataWarning",
     "DatasetError",
     "DatasetSplits",
     "FbankExtractor",
@@ -69,6 +71,7 @@ __all__ = [
     "stratified_split",
     "summarize",
     "write_audiofolder",
+    "validate_splits",
     "write_music_manifest",
 ]
 
@@ -126,6 +129,10 @@ def load_dataset(name: str, data_path: str | Path | None = None, **options) -> D
     ``make_synthetic`` (task, n_per_class, seed, clip_seconds, sample_rate, val/test_fraction).
     ``audiofolder``: ``data_path`` = root folder; options of ``load_audiofolder``.
     ``csv``: ``data_path`` = manifest file; options of ``load_csv`` (root, fold, seed, ...).
+
+    Every set passes ``checks.validate_splits``: degenerate data (one class, a class absent from
+    train, an empty train split) is a ``DatasetError``; a class absent from val / test a
+    ``DataWarning`` recorded in ``info["warnings"]``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {list_datasets()}")
@@ -134,14 +141,14 @@ def load_dataset(name: str, data_path: str | Path | None = None, **options) -> D
         if data_path is None or str(data_path) == "":
             raise ValueError(f"dataset {name!r} needs data_path (the folder or file holding it)")
         _check_options(name, entry.fn, options, skip=1)
-        return entry.fn(Path(data_path), **options)
+        return validate_splits(entry.fn(Path(data_path), **options))
     if data_path is not None:
         raise ValueError(
             f"dataset {name!r} is generated and takes no data_path; got {str(data_path)!r} "
             "(pass data_path=None)"
         )
     _check_options(name, entry.fn, options, skip=0)
-    return entry.fn(**options)
+    return validate_splits(entry.fn(**options))
 
 
 register_dataset("synthetic", make_synthetic, requires_path=False)

@@ -18,6 +18,7 @@ import torch
 import torchaudio.functional as taf
 
 from ..errors import AudioError
+from .checks import check_finite, clip_name
 
 __all__ = ["AudioError", "load_audio", "resample", "audio_info", "clip_wave"]
 
@@ -93,8 +94,9 @@ def load_audio(
         ``[time]`` float32 tensor, values as stored (PCM scaled to [-1, 1)).
 
     Raises:
-        AudioError: file missing, unreadable or corrupt, empty (0 frames), channel out of range,
-            or native rate different from ``expect_sample_rate``. The message names the file.
+        AudioError: file missing, unreadable or corrupt, empty (0 frames), NaN or Inf samples,
+            channel out of range, or native rate different from ``expect_sample_rate``. The
+            message names the file.
     """
     sample_rate = _check_rate("sample_rate", sample_rate)
     if expect_sample_rate is not None:
@@ -114,6 +116,7 @@ def load_audio(
     n_frames, n_channels = data.shape
     if n_frames == 0:
         raise AudioError(f"audio file {path} is empty (0 frames)")
+    check_finite(data, f"audio file {path}")  # a NaN clip would end as a NaN loss or metric
     if expect_sample_rate is not None and file_sr != expect_sample_rate:
         raise AudioError(
             f"audio file {path} has sample rate {file_sr} Hz, expected {expect_sample_rate} Hz"
@@ -137,5 +140,6 @@ def clip_wave(clip, sample_rate: int, channel="mean") -> torch.Tensor:
     """Mono float32 ``[time]`` waveform of a :class:`~petl_kit.data.base.Clip` at
     ``sample_rate``: its in-memory array resampled, or its file loaded and resampled."""
     if isinstance(clip.source, np.ndarray):
+        check_finite(clip.source, clip_name(clip))
         return resample(torch.from_numpy(clip.source), clip.sample_rate, sample_rate)
     return load_audio(clip.source, sample_rate, channel=channel)

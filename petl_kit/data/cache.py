@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..errors import AudioError
 from .audio import clip_wave
+from .checks import check_finite, clip_name
 
 __all__ = ["CACHE_VERSION", "FeatureStore", "cache_dir", "clear_cache", "clip_identity"]
 
@@ -77,7 +78,10 @@ class _Compute(Dataset):
 
     def __getitem__(self, i):
         wave = clip_wave(self.clips[i], self.extractor.sample_rate, self.channel)
-        return (self.extractor(wave) if self.kind == "fbank" else wave).numpy()
+        arr = (self.extractor(wave) if self.kind == "fbank" else wave).numpy()
+        # stored features are reused by every later run: never store a NaN
+        check_finite(arr, f"features of {clip_name(self.clips[i])}")
+        return arr
 
 
 class FeatureStore:

@@ -14,6 +14,7 @@ import soundfile as sf
 
 from .audio import audio_info, load_audio
 from .base import Clip, DatasetError, DatasetSplits, stratified_split
+from .checks import audio_extensions, check_columns, warn_skipped
 
 __all__ = ["load_audiofolder", "load_csv", "write_audiofolder", "SPLIT_ALIASES"]
 
@@ -37,6 +38,17 @@ def _audio_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     )
 
 
+def _other_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    # files of other types, which no layout reads (hidden files and folders aside)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() not in extensions
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
 def _by_index(clips: list[Clip], idx: tuple[list[int], ...]) -> dict[str, list[Clip]]:
     return {s: [clips[i] for i in ix] for s, ix in zip(("train", "val", "test"), idx, strict=True)}
 
@@ -51,7 +63,7 @@ def load_audiofolder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
-    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg"),
+    extensions: tuple[str, ...] | None = None,
 ) -> DatasetSplits:
     """Load ``root/<class>/*.wav`` or ``root/{train,val,test}/<class>/*.wav``.
 
@@ -59,21 +71,29 @@ def load_audiofolder(
     Split layout: the splits as given ("valid"/"validation" mean "val"; a missing val or test
     folder gives an empty split; train is required); classes = union over splits, sorted.
     Files are found recursively under each class folder, matched on ``extensions``
-    (case-insensitive), sorted by path. Task "multiclass".
+    (case-insensitive; None: every type ``soundfile`` reads here, ``checks.audio_extensions``),
+    sorted by path; other files are skipped with a :class:`~petl_kit.errors.DataWarning` that
+    counts them and names examples (also in ``info["warnings"]``). Task "multiclass".
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
             f"audiofolder root {root} does not exist or is not a folder; expected {_LAYOUT}"
         )
+    extensions = audio_extensions() if extensions is None else extensions
     extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    skipped = warn_skipped(root, _other_files(root, extensions), extensions)
     dirs = _subdirs(root)
     if not dirs:
         raise DatasetError(f"audiofolder root {root} has no sub-folders; expected {_LAYOUT}")
     split_dirs = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
     if not split_dirs:
-        return _load_flat(root, dirs, extensions, val_fraction, test_fraction, seed)
-    return _load_split_folders(root, _split_folders(root, dirs, split_dirs), extensions)
+        splits = _load_flat(root, dirs, extensions, val_fraction, test_fraction, seed)
+    else:
+        splits = _load_split_folders(root, _split_folders(root, dirs, split_dirs), extensions)
+    if skipped:
+        splits.info["warnings"] = [skipped]
+    return splits
 
 
 def _load_flat(
@@ -218,6 +238,7 @@ def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
         rows = [
             {k.strip(): (v or "").strip() for k, v in r.items() if k is not None} for r in reader
         ]
+    check_columns(columns, ("path", "label", "split", "fold"), f"manifest {manifest}")
     return columns, rows
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..errors import RunFailed
+from . import claims
 from .crossval import protocol_run
 from .provenance import experiment_dir, new_run_dir, read_json, write_json
 from .runs import known_keys, run_experiment, run_notebook
@@ -62,7 +63,8 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
 
 # ---------------------------------------------------------------------------- one run
 def prepare(spec: RunSpec) -> Path:
-    """The run's fresh folder, with ``sweep.json`` (its key) and a ``queued`` metrics.json."""
+    """The run's fresh folder, claimed by this process (``run.lock``), with ``sweep.json`` (its
+    key) and a ``queued`` metrics.json."""
     run_dir = new_run_dir(spec.experiment, spec.name)
     write_json(run_dir / "sweep.json", {
         "key": spec.key, "name": spec.name, "notebook": str(spec.notebook), "runner": spec.runner,
@@ -98,6 +100,8 @@ def execute(spec: RunSpec, run_dir: Path | None = None) -> Path:
 def run_spec(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Execute one run into ``run_dir``; the record :func:`petl_kit.sweep.run_sweep` returns."""
     t0 = time.perf_counter()
+    if not claims.is_mine(claims.read_lock(run_dir / claims.LOCK)):
+        claims.take_over(run_dir)  # a worker process: the sweep claimed the folder for it
     try:
         execute(spec, run_dir)
         status, error = "completed", None
@@ -141,7 +145,26 @@ def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, An
                 f"[{i + 1}/{len(specs)}] {spec.name}: skipped, completed in {records[i]['run_dir']}"
             )
 
+    def start(i: int) -> Path | None:
+        """Claim run i's key and prepare its folder; None (recorded skipped) when another live
+        sweep holds the claim or completed the run meanwhile."""
+        spec = specs[i]
+        if claims.claim_key(spec.experiment, spec.key, spec.name):
+            done_now = _completed(spec)
+            if done_now is None:
+                return prepare(spec)
+            claims.release_key(spec.experiment, spec.key)
+            why = f"completed meanwhile in {done_now}"
+        else:
+            done_now, why = None, "claimed by another sweep that is running it"
+        records[i] = {"name": spec.name, "status": "skipped", "run_dir": done_now,
+                      "seconds": 0.0, "error": None, "note": why}  # fmt: skip
+        say(f"[{i + 1}/{len(specs)}] {spec.name}: skipped, {why}")
+        bar.update(1)
+        return None
+
     def finished(i: int, record: dict) -> None:
+        claims.release_key(specs[i].experiment, specs[i].key)
         records[i] = record
         metrics = read_json(record["run_dir"] / "metrics.json") or {}
         say(f"[{i + 1}/{len(specs)}] {record['name']}: {record['status']} in "
@@ -154,16 +177,20 @@ def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, An
     try:
         if options["name"] is None:
             for i in pending:
+                run_dir = start(i)
+                if run_dir is None:
+                    continue
                 say(f"[{i + 1}/{len(specs)}] {specs[i].name}: running ...")
-                run_dir = prepare(specs[i])
                 try:
                     record = run_spec(specs[i], run_dir)
                 except BaseException:  # Ctrl-C: this run is unfinished, the next sweep reruns it
                     _mark(run_dir, "interrupted", "the sweep was stopped", traceback.format_exc())
+                    claims.release_key(specs[i].experiment, specs[i].key)
                     raise
                 finished(i, record)
+                claims.pause_point("between_runs")
         else:
-            _submitit(specs, pending, options, finished, say)
+            _submitit(specs, pending, options, start, finished, say)
     finally:
         bar.close()
     counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "skipped", "failed")}
@@ -171,7 +198,13 @@ def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, An
     return records
 
 
-def _submitit(specs, pending, options, finished, say) -> None:
+def _completed(spec: RunSpec) -> Path | None:
+    from .sweep import completed_runs
+
+    return completed_runs(spec.experiment).get(spec.key)
+
+
+def _submitit(specs, pending, options, start, finished, say) -> None:
     import submitit
 
     if not pending:
@@ -189,7 +222,9 @@ def _submitit(specs, pending, options, finished, say) -> None:
         while queue or running:
             while queue and len(running) < options["workers"]:
                 i = queue.popleft()
-                run_dir = prepare(specs[i])
+                run_dir = start(i)
+                if run_dir is None:
+                    continue
                 job = executor.submit(run_spec, specs[i], run_dir)
                 running[job.job_id] = (job, i, run_dir)
             ready = [key for key, (job, _, _) in running.items() if job.done()]
@@ -199,9 +234,10 @@ def _submitit(specs, pending, options, finished, say) -> None:
                 job, i, run_dir = running.pop(key)
                 finished(i, _result(job, specs[i], run_dir))
     except BaseException:
-        for job, _, run_dir in running.values():  # stop the workers; their runs stay unfinished
+        for job, i, run_dir in running.values():  # stop the workers; their runs stay unfinished
             job.cancel(check=False)
             _mark(run_dir, "interrupted", "the sweep was stopped", "")
+            claims.release_key(specs[i].experiment, specs[i].key)
         raise
 
 

@@ -57,7 +57,8 @@ def new_run_dir(experiment: str, name: str) -> Path:
     """Create and return a fresh ``<outputs>/<experiment>/<name>-<YYYYmmdd-HHMMSS>-<4 hex>/``.
 
     The folder is created with ``exist_ok=False``: a clash (same second, same random suffix)
-    draws a new suffix, so a run never writes into another run's folder.
+    draws a new suffix, so a run never writes into another run's folder; this process claims it
+    at once (``run.lock``, :func:`petl_kit.experiments.claims.claim_dir`).
     """
     parent = experiment_dir(experiment)
     check_segment(name, "run name")
@@ -66,9 +67,12 @@ def new_run_dir(experiment: str, name: str) -> Path:
         folder = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         try:
             folder.mkdir()
-            return folder
         except FileExistsError:
             continue
+        from .claims import claim_dir  # claims reads and writes through this module
+
+        claim_dir(folder)
+        return folder
     raise RuntimeError(f"could not create a new run folder under {parent}")
 
 
@@ -94,7 +98,7 @@ def _plain(value: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writer process
     tmp.write_text(json.dumps(_plain(data), indent=2, default=str) + "\n")
     tmp.replace(path)
     return path

@@ -85,12 +85,13 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _failures(df: pd.DataFrame) -> str:
-    """A list of the failed runs with the first line of their error (tracebacks: results.csv)."""
-    if df.empty or "status" not in df or not (df["status"] == "failed").any():
+def _failures(df: pd.DataFrame, status: str = "failed", title: str = "Failed runs") -> str:
+    """A list of the runs of ``status`` with the first line of their error (tracebacks:
+    results.csv)."""
+    if df.empty or "status" not in df or not (df["status"] == status).any():
         return ""
-    lines = ["", "## Failed runs", ""]
-    for _, row in df[df["status"] == "failed"].iterrows():
+    lines = ["", f"## {title}", ""]
+    for _, row in df[df["status"] == status].iterrows():
         error = str(row.get("error") or "no error recorded").splitlines()[0][:300]
         lines.append(f"- `{row['run_id']}`: {error}")
     return "\n".join(lines) + "\n"
@@ -140,6 +141,7 @@ def write_report(experiment: str, **filters: Any) -> dict[str, Path]:
         f"# {experiment}\n\nRuns: {runs}{f' (filtered: {where})' if where else ''}.\n\n"
         f"{markdown_table(table)}\n## Paper table\n\n{note}.\n\n"
         f"{paths['paper_table_md'].read_text()}{_failures(df)}"
+        f"{_failures(df, 'interrupted', 'Interrupted runs (killed; a resumed sweep reruns them)')}"
     )
     paths.update(_figures(table, root, experiment))
     return paths

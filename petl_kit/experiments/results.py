@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .claims import effective_status
 from .provenance import experiment_dir, read_json, run_name
 
 _SCALARS = (
@@ -84,6 +85,8 @@ def run_row(run_dir: Path, protocol: dict | None = None) -> dict[str, Any]:
         rel = ".".join(_nested_parts(run_dir))
         row.update(run_id=f"{outer.name}:{rel}", name=run_name(outer))
     row.update({k: metrics.get(k) for k in _SCALARS})
+    # a queued / running run whose owner is gone was killed: say so (claims.effective_status)
+    row["status"] = effective_status(run_dir, metrics) or row.get("status")
     row.update({k: protocol.get(k) for k in PROTOCOL})
     for split in ("val", "test"):
         for key, value in (metrics.get(split) or {}).items():

@@ -11,8 +11,11 @@ Method notebook pattern (copy ``notebooks/12_bitfit.ipynb`` for a new method; se
 
 ``run_experiment`` does the work and writes the run folder (design §5)::
 
-    params.yaml  versions.json  metrics.json (status running → completed | failed)
+    run.lock (who ran it: host, pid, start)  params.yaml  versions.json
     history.csv  ledger.json  weights/ (trainable only)  learning_curves.png
+    metrics.json (status running → completed | failed, written last and atomically; a
+    notebook's run is ``trained`` until ``run_notebook`` has saved the executed notebook;
+    a run whose owner died is ``interrupted``)
 
 ``run_notebook`` executes a notebook with papermill into a new run folder; ``petl_kit.sweep``
 runs many; ``petl_kit.report`` tabulates them.
@@ -32,6 +35,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..errors import RunFailed
+from . import claims, steps
 from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
     load_params_file,
     notebook_parameters,
@@ -141,12 +145,20 @@ def run_experiment(
     None creates ``<outputs>/<experiment>/<method>-<time>-<hex>/``. ``splits`` (a
     ``DatasetSplits``, e.g. one fold or few-shot episode) replaces loading ``params['dataset']``.
 
-    On an exception ``metrics.json`` gets status ``failed`` and the traceback; then it re-raises.
+    The run claims its folder first (``run.lock``, :mod:`petl_kit.experiments.claims`): a folder
+    that holds results or that another live process claimed is a
+    :class:`~petl_kit.errors.RunClaimed` error naming it. On an exception ``metrics.json`` gets
+    status ``failed`` and the traceback; then it re-raises.
     """
     params = dict(params)
     method = _check_keys(params)
-    run_dir = Path(run_dir or params.get("run_dir") or new_run_dir(params["experiment"], method))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    given = run_dir or params.get("run_dir")
+    if given:
+        run_dir = Path(given)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        claims.ensure_claim(run_dir)
+    else:
+        run_dir = new_run_dir(params["experiment"], method)
     params["run_dir"] = str(run_dir)
     result = RunResult(params=params, run_dir=run_dir, splits=splits)
     base = {k: params[k] for k in ("method", "dataset", "backbone", "profile")}
@@ -177,91 +189,19 @@ def _device_text(device: str) -> str:
 
 
 def _train(result: RunResult, method: str) -> None:
-    import pandas as pd
-    from matplotlib import pyplot as plt
-
-    from ..backbones.registry import get_family
-    from ..config import build
-    from ..data import SpecAugment, load_dataset
-    from ..efficiency import count_parameters, run_ledger
-    from ..methods import config_keys
-    from ..model import build_model, save_trained
-    from ..training.train import TrainConfig, fit, segment_options
-    from ..views import plots
-
-    p, run_dir = result.params, result.run_dir
-    values = {k: p[k] for k in _train_keys() if k in p}
-    if "progress" not in values and os.environ.get("PETL_KIT_PROGRESS") == "0":
-        values["progress"] = False  # headless (run_notebook): no one watches the bars
-    train_cfg = build(TrainConfig, values, p["profile"])
-    if result.splits is None:
-        result.splits = load_dataset(p["dataset"], p["data_path"], **dataset_options(p))
-    splits = result.splits
-    fbank = get_family(p["backbone"]).input_kind == "fbank"
-    result.model = model = build_model(
-        backbone=p["backbone"],
-        checkpoint=p["checkpoint"],
-        backbone_config={"max_length": p["max_length"]} if fbank else None,
-        num_classes=len(splits.classes),
-        method=method,
-        method_config={k: p[k] for k in config_keys(method) if k in p},
-        task=splits.task,
-        pooling=p.get("pooling") or "ALL",
-        profile=p["profile"],
-        seed=p["seed"],
-        encoder_depth=p.get("encoder_depth"),
-        head=p.get("head") or "linear",
-        layer_aggregation=p.get("layer_aggregation") or "last",
-    )
-    result.extractor = model.feature_extractor(
-        **({} if fbank else {"max_samples": p["max_length"]})
-    )
-    masks = p.get("freq_mask") or 0, p.get("time_mask") or 0
-    augment = SpecAugment(*masks) if fbank and any(masks) else None
-    cache = {"cache": p["cache"]} if p.get("cache") is not None else {}
-    result.loaders = splits.loaders(
-        result.extractor,
-        batch_size=train_cfg.batch_size,
-        spec_augment=augment,
-        seed=p["seed"],
-        **cache,
-        **segment_options(train_cfg),  # train_crop, eval_segment, val_crop (music tasks)
-    )
-    fit_model, fit_loaders = model, result.loaders
-    if p.get("probe_cache"):  # exact for a linear probe of a deterministic frozen backbone
-        from ..training.probe_cache import cached_probe
-
-        try:
-            fit_model, fit_loaders = cached_probe(
-                model, result.loaders, device=train_cfg.device, progress=train_cfg.progress
-            )
-        except ValueError as err:
-            raise ConfigError(f"probe_cache=True: {err}") from err
-    result.fit = fr = fit(fit_model, fit_loaders, train_cfg)
-
-    counts = count_parameters(model)
-    result.metrics = metrics = {
-        "status": "completed", "method": method, "dataset": p["dataset"],
-        "backbone": p["backbone"], "profile": p["profile"], "task": splits.task,
-        "trainable_params": counts["trainable"], "total_params": counts["total"],
-        "param_groups": counts["groups"], "val": fr.val, "test": fr.test,
-        "test_last": fr.test_last, "test_best_val": fr.test_best_val, "select": fr.select,
-        "best_epoch": fr.best_epoch, "selected_epoch": fr.selected_epoch,
-        "train_seconds": fr.train_seconds, "peak_memory_mb": fr.peak_memory_mb,
-        "examples_per_second": fr.examples_per_second, "device": fr.device,
-        "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
-        "probe_cache": fit_model is not model,
-    }  # fmt: skip
-    pd.DataFrame(fr.history).to_csv(run_dir / "history.csv", index=False)
-    # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger
-    write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
-    save_trained(model, run_dir / "weights")
-    fig = plots.learning_curves(fr.history)
-    fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    started = (read_json(run_dir / "metrics.json") or {}).get("started")
-    finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(run_dir / "metrics.json", {**metrics, "started": started, "finished": finished})
+    """The steps of :mod:`petl_kit.experiments.steps`, in order. Inside a notebook that
+    ``run_notebook`` executes, the run ends ``trained``: the runner writes ``completed`` once the
+    executed notebook is saved."""
+    train_cfg = steps.train_config(result, _train_keys())
+    steps.load_data(result, dataset_options(result.params))
+    steps.build(result, method)
+    steps.make_loaders(result, train_cfg)
+    probe_cache = steps.train(result, train_cfg)
+    handed = os.environ.get(claims.HANDOFF_ENV)
+    in_notebook = bool(handed) and Path(handed).resolve() == result.run_dir.resolve()
+    status = "trained" if in_notebook else "completed"
+    steps.write_artefacts(result, method, probe_cache=probe_cache, status=status)
+    claims.pause_point(status)
 
 
 # ---------------------------------------------------------------------------- headless
@@ -324,14 +264,20 @@ def run_notebook(
     resolved = resolve_params(notebook, params)
     experiment = resolved.get("experiment") or "scratch"
     name = name or resolved.get("method") or notebook.stem
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(experiment, name)
+    if run_dir is not None:  # a folder the caller made (a sweep's, claimed by it)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        claims.ensure_claim(run_dir)
+    else:
+        run_dir = new_run_dir(experiment, name)
     resolved["run_dir"] = str(run_dir)
     write_yaml(run_dir / "params.yaml", resolved)
     write_json(run_dir / "run.json", {"notebook": str(notebook), "name": name,
                                       "experiment": experiment, "source": source})  # fmt: skip
     output = run_dir / notebook.name
     try:
-        with _kernel_env(PETL_KIT_PROGRESS="0", HF_HUB_DISABLE_PROGRESS_BARS="1"):
+        with _kernel_env(PETL_KIT_PROGRESS="0", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                         **{claims.HANDOFF_ENV: str(run_dir)}):  # fmt: skip
             pm.execute_notebook(
                 str(notebook),
                 str(output),
@@ -344,6 +290,9 @@ def run_notebook(
         _record_failure(run_dir, err, output)
         raise RunFailed(f"{notebook} failed: {_error_text(err)}; see {output}", run_dir) from err
     metrics = read_json(run_dir / "metrics.json") or {}
+    if metrics.get("status") == "trained":  # the executed notebook is saved: now it counts
+        metrics["status"] = "completed"
+        write_json(run_dir / "metrics.json", metrics)
     if metrics.get("status") != "completed":  # the notebook never called run_experiment
         _record_failure(
             run_dir, RuntimeError("the notebook wrote no completed metrics.json"), output

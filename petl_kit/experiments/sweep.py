@@ -41,7 +41,10 @@ folder above it. Every run is validated before any starts.
 Running (:func:`run_sweep`): a run whose resolved parameters (and fold/episode) equal those of a
 completed run in the experiment folder is skipped; a failing run is recorded (``status: failed``
 and its traceback in ``metrics.json``) and the sweep goes on; a progress bar counts the runs.
-Every run gets a fresh folder (never another run's). ``workers`` > 1 or an ``executor`` sends runs
+Every run gets a fresh folder (never another run's), claimed before it starts; each planned run
+is claimed by its key first, so two sweeps on one experiment never run the same run (the second
+skips what the first holds). A resumed sweep marks the runs whose process died ``interrupted``
+(:mod:`petl_kit.experiments.claims`) and reruns them. ``workers`` > 1 or an ``executor`` sends runs
 to submitit (``AutoExecutor``; ``name``: ``local`` (processes on this machine), ``slurm`` (with
 any submitit option: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...) or ``debug``),
 at most ``workers`` at a time — one code path for a laptop and a cluster; ``none`` runs them in
@@ -60,6 +63,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError
+from .claims import mark_interrupted
 from .executors import executor_options, run_specs
 
 # RUNNERS, RunSpec and method_notebook are part of the sweep API
@@ -159,5 +163,8 @@ def run_sweep(
     specs = plan_sweep(file, runner=runner, overrides=overrides)
     options = executor_options(read_sweep(Path(file)).get("executor"), Path(file),
                                workers=workers, name=executor)  # fmt: skip
+    if resume and specs:  # runs killed with their sweep: recorded, then rerun in fresh folders
+        for run_dir in mark_interrupted(specs[0].experiment):
+            (log or print)(f"interrupted earlier (its process is gone): {run_dir}")
     done = completed_runs(specs[0].experiment) if resume and specs else {}
     return run_specs(specs, done, options, log=log, progress=progress)

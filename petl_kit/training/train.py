@@ -258,10 +258,7 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
             logits, target = forward_batch(model, batch, device, cfg.bf16)
             loss = criterion(logits, target)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"fit: loss is {loss.item()} at epoch {epoch}, step {result.steps}; lower the "
-                    f"lr (now {opt.param_groups[0]['lr']:.3g}) or set grad_clip"
-                )
+                raise _nonfinite_loss(loss, batch, train_loader, epoch, result.steps, opt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:  # frozen tensors have no grad and are skipped
@@ -291,6 +288,37 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     result.examples_per_second = examples / result.train_seconds if result.train_seconds else 0.0
     result.peak_memory_mb, result.peak_memory_kind = _peak_memory(device)
     return result
+
+
+def batch_sources(loader: DataLoader, batch: dict, limit: int = 3) -> list[str]:
+    """The files (or in-memory clip places) of the first ``limit`` items of ``batch``: its
+    ``index`` [B] points into the clips of the loader's dataset (an ``AudioDataset``, or one
+    wrapped by ``SegmentDataset`` / the probe cache)."""
+    dataset, clips = loader.dataset, None
+    for _ in range(4):  # AudioDataset.clips, SegmentDataset.base, probe cache _Pooled.src
+        clips = getattr(dataset, "clips", None)
+        if clips is not None:
+            break
+        dataset = getattr(dataset, "base", None) or getattr(dataset, "src", None)
+    if clips is None or "index" not in batch:
+        return []
+    out = []
+    for i in batch["index"][:limit].tolist():
+        clip = clips[i]
+        source = clip.source if isinstance(clip.source, (str, os.PathLike)) else None
+        out.append(str(source) if source is not None else f"train[{i}] (in-memory array)")
+    return out
+
+
+def _nonfinite_loss(loss, batch, loader, epoch: int, step: int, opt) -> FloatingPointError:
+    """The error of a NaN / Inf training loss: the step and the first files of its batch."""
+    files = batch_sources(loader, batch)
+    where = f"; first files of the batch: {', '.join(files)}" if files else ""
+    return FloatingPointError(
+        f"fit: loss is {loss.item()} at epoch {epoch}, step {step}{where}. Check those clips "
+        f"(petl_kit.data.load_audio refuses NaN / Inf samples), else lower the lr (now "
+        f"{opt.param_groups[0]['lr']:.3g}) or set grad_clip"
+    )
 
 
 def _test_and_select(model, loaders, scoring, cfg: TrainConfig, result: FitResult, best_state,

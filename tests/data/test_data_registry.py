@@ -1,9 +1,10 @@
 """load_dataset dispatch, registration and argument errors."""
 
+import numpy as np
 import pytest
 
 import petl_kit.data as data
-from petl_kit.data import DatasetSplits, list_datasets, load_dataset, register_dataset
+from petl_kit.data import Clip, DatasetSplits, list_datasets, load_dataset, register_dataset
 
 
 def test_builtin_names_and_dispatch(tmp_path):
@@ -42,7 +43,8 @@ def test_register_dataset(monkeypatch):
 
     def fake(data_path, *, fold=1):
         calls.append((data_path, fold))
-        return DatasetSplits("fake", ["a"], "multiclass", [], [], [])
+        two = [Clip(np.zeros(8), label, 8) for label in (0, 1)]  # load_dataset refuses one class
+        return DatasetSplits("fake", ["a", "b"], "multiclass", two, [], [])
 
     register_dataset("fake", fake)
     assert "fake" in list_datasets()

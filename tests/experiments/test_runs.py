@@ -216,7 +216,7 @@ def test_run_experiment_end_to_end(tiny_checkpoints, outputs):
 def test_run_experiment_on_given_splits(tiny_checkpoints):
     from petl_kit.data import make_synthetic
 
-    splits = make_synthetic("source", n_per_class=2, seed=1)  # 16 classes, not the target task
+    splits = make_synthetic("source", n_per_class=3, seed=1)  # 16 classes, 1 test clip each
     params = tiny_params(tiny_checkpoints["ast"], epochs=1, method="linear", cache=True)
     del params["bitfit_scope"]
     result = pk.run_experiment(params, splits=splits)

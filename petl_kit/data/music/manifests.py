@@ -30,12 +30,14 @@ from pathlib import Path
 
 from ..audio import audio_info
 from ..base import Clip, DatasetError, DatasetSplits
+from ..checks import check_columns
 from ..folders import SPLIT_ALIASES
 from .labels import KEY_CLASSES, TEMPO_BINS, TEMPO_CLASSES
 
 __all__ = ["MUSIC_SETS", "SAMPLE_RATE", "load_music_manifest", "music_sets"]
 
 SAMPLE_RATE = 24000
+_ROW_KEYS = ("split", "audio_path", "label")
 MUSIC_TASKS = ("multilabel", "key", "tempo")
 # name -> (task, manifest file name, audio root under data_path)
 MUSIC_SETS = {
@@ -132,7 +134,9 @@ def load_music_manifest(
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise DatasetError(f"{manifest} line {n} is not a JSON object: {err}") from err
-        missing = [k for k in ("split", "audio_path", "label") if k not in row]
+        if isinstance(row, dict):  # a `Split` or `labels` key would be ignored silently
+            check_columns(row, (*_ROW_KEYS, "sr", "key", "length"), f"{manifest} line {n}")
+        missing = [k for k in _ROW_KEYS if k not in row]
         if not isinstance(row, dict) or missing:
             raise DatasetError(f"{manifest} line {n} lacks {missing or 'a JSON object'}")
         rows.append((n, row))
