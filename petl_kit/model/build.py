@@ -18,6 +18,7 @@ from ..backbones.anatomy import CLS, DIST, PATCH, PROMPT
 from ..backbones.registry import get_family, load_backbone, tiny_config
 from ..config import TASKS, ConfigError, as_dict, build, check_profile, option
 from ..methods import get_method, make_config
+from ..methods.reparam import follow_mode
 from .heads import HEADS, LAYER_AGGREGATIONS, make_head
 
 POOLINGS = {
@@ -188,8 +189,7 @@ class PetlModel(nn.Module):
         if mode and not keep_train:
             self.backbone.eval()
             _train_trainable(self.backbone)
-        if self.method and getattr(self.method_config, "merge_on_eval", False):
-            self.unmerge() if mode else self.merge()  # music LoRA reference (M5)
+        follow_mode(self, mode)  # music LoRA / SSF reference: merge on eval (M5)
         return self
 
     # ------------------------------------------------------------------ merging

@@ -12,8 +12,9 @@ from tests.conftest import FAMILIES, example_input, train_steps
 
 CASES = [(m, f) for m in pk.list_methods() for f in FAMILIES]
 # q·(k + b) = q·k + q·b shifts every key's score by the same amount for a query, and softmax is
-# shift-invariant: the key bias can never change the output (BitFit and full FT still train it).
-INERT = ("k_proj.bias",)
+# shift-invariant: the key bias can never change the output (BitFit and full FT still train it),
+# nor can SSF's shift of the keys (β of k: the same constant per channel for every key).
+INERT = ("k_proj.bias", "k_proj.petl_ssf.shift")
 
 
 def _build(method, family, ckpt, **kw):
