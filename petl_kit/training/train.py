@@ -2,6 +2,8 @@
 
 Defaults = the PETL_AST recipe (spec ``training.md`` §1.4): AdamW(0.9/0.98, eps 1e-6, wd 0.1) on
 the trainable parameters, cosine from the method's reference LR to 0 stepped after every batch.
+``optimizer='adam'`` is the music recipe's Adam with PyTorch's betas (0.9, 0.999) and eps 1e-8
+(§2.2) unless ``betas`` / ``eps`` are given.
 
 >>> cfg = build(TrainConfig, {"epochs": 5, "progress": False})
 >>> result = fit(model, make_loaders(model, splits, cfg), cfg)
@@ -30,6 +32,12 @@ from ..config import ConfigError, build, check_profile, option
 from ..methods import get_method
 from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
 
+# betas and eps of each optimiser's recipe, used where TrainConfig leaves them None
+OPTIMIZER_DEFAULTS = {
+    "adamw": {"betas": (0.9, 0.98), "eps": 1e-6},  # PETL_AST (training.md §1.4)
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},  # music PETL: torch.optim.Adam's (§2.2)
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -41,8 +49,10 @@ class TrainConfig:
     head_lr: float | None = None  # None: lr (the head is its own param group)
     optimizer: Literal["adamw", "adam"] = "adamw"  # 'adam': the music code
     weight_decay: float = 0.1
-    betas: tuple[float, ...] = (0.9, 0.98)
-    eps: float = 1e-6
+    # None: the recipe of the chosen optimiser (OPTIMIZER_DEFAULTS): AdamW (0.9, 0.98), 1e-6 as
+    # PETL_AST (training.md §1.4); Adam PyTorch's (0.9, 0.999), 1e-8 as the music code (§2.2)
+    betas: tuple[float, ...] | None = None
+    eps: float | None = None
     schedule: Literal["cosine", "constant"] = "cosine"  # cosine over every batch of every epoch
     min_lr: float = 0.0  # where the cosine ends
     warmup_steps: int = 0  # else lr × min(1, (step + 1) / warmup_steps), as the music code
@@ -68,6 +78,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_profile(self.profile)
+        for name, value in OPTIMIZER_DEFAULTS.get(self.optimizer, {}).items():
+            if getattr(self, name) is None:  # the stored config says what ran
+                object.__setattr__(self, name, value)
         for f in fields(self):  # direct construction: unset profile options take the profile's
             if getattr(self, f.name) is None and "profile" in f.metadata:
                 object.__setattr__(self, f.name, f.metadata["profile"][self.profile != "reference"])
