@@ -249,6 +249,7 @@ def _train(result: RunResult, method: str) -> None:
         "best_epoch": fr.best_epoch, "selected_epoch": fr.selected_epoch,
         "train_seconds": fr.train_seconds, "peak_memory_mb": fr.peak_memory_mb,
         "examples_per_second": fr.examples_per_second, "device": fr.device,
+        "precision": fr.precision,
         "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
         "probe_cache": fit_model is not model,
     }  # fmt: skip

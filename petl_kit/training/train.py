@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, build, check_profile, option
 from ..methods import get_method
 from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
+from .precision import grad_scaler, resolve_precision
 
 # betas and eps of each optimiser's recipe, used where TrainConfig leaves them None
 OPTIMIZER_DEFAULTS = {
@@ -61,7 +62,9 @@ class TrainConfig:
     seed: int = 10
     deterministic: bool = option(False, True)  # R33: False keeps cudnn.benchmark (reference)
     device: str = "auto"  # 'auto': cuda if available, else cpu
-    bf16: bool = option(False, True)  # bf16 autocast on CUDA (reference: fp32); no-op on CPU
+    # autocast of the forward on CPU and CUDA alike (training.precision); 'auto': bf16 where the
+    # hardware multiplies bf16 natively, else fp32. Both papers trained in fp32.
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     grad_clip: float | None = None  # max global gradient norm
     wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
     progress: bool = True  # tqdm bars
@@ -114,6 +117,7 @@ class FitResult:
     peak_memory_mb: float = 0.0
     peak_memory_kind: str = ""  # 'cuda_max_allocated' (this fit) | 'process_peak_rss' (process)
     device: str = "cpu"
+    precision: str = "fp32"  # as run ('auto' resolved on the device)
     examples_per_second: float = 0.0  # train examples / train_seconds
     steps: int = 0  # optimiser steps
     notes: list[str] = field(default_factory=list)
@@ -257,8 +261,11 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     train_loader, val_loader = loaders["train"], loaders.get("val")
     opt, sched = make_optimizer(model, cfg, len(train_loader) * cfg.epochs)
     criterion, (lr, head_lr) = loss_fn(task, tempo_loss=cfg.tempo_loss), resolve_lrs(model, cfg)
-    scoring = {"bf16": cfg.bf16, "aggregate": cfg.segment_aggregate, "criterion": criterion}
-    result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr)
+    precision = resolve_precision(cfg.precision, device)
+    scaler = grad_scaler(precision, device)  # fp16 only: scaled loss, unscaled before clipping
+    scoring = {"precision": precision, "aggregate": cfg.segment_aggregate, "criterion": criterion}
+    result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr,
+                       precision=precision)  # fmt: skip
     best_score, best_state, examples, start = -math.inf, None, 0, time.perf_counter()
     epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress)
     for epoch in epochs:
@@ -268,7 +275,7 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
         losses, outs, targets = [], [], []
         bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
         for batch in bar:
-            logits, target = forward_batch(model, batch, device, cfg.bf16)
+            logits, target = forward_batch(model, batch, device, precision)
             loss = criterion(logits, target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -276,10 +283,12 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
                     f"lr (now {opt.param_groups[0]['lr']:.3g}) or set grad_clip"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip is not None:  # frozen tensors have no grad and are skipped
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             result.steps, examples = result.steps + 1, examples + len(logits)
             losses.append(loss.item())
