@@ -60,6 +60,10 @@ class Family:
     load: Any = None
     # the methods that apply (None: every registered method)
     methods: tuple[str, ...] | None = None
+    # what the family's reference code does with frozen modules (profile 'reference', quirks
+    # R26/M6): None = as the method's published wrapper (PETL_AST); True = the whole model in
+    # train mode for every method, probing and PETL included (the music reference, M6)
+    reference_train_mode: bool | None = None
 
 
 _TINY_FRAME = dict(
@@ -117,6 +121,7 @@ FAMILIES: dict[str, Family] = {
         tiny=dict(_TINY_FRAME),
         base_config=dict(_mert.MERT_V1_95M),
         load=lambda ckpt, overrides: _mert.load_mert(ckpt, overrides),
+        reference_train_mode=True,  # M6
     ),
     # MusicFM 25 Hz (24 kHz music): mel front end + transformers' conformer; see petl_kit.musicfm
     "musicfm": Family(
@@ -128,6 +133,7 @@ FAMILIES: dict[str, Family] = {
         "minzwon/MusicFM (pretrained_msd.pt)",
         tiny=dict(_musicfm.TINY),
         load=lambda ckpt, overrides: _musicfm.load_musicfm(ckpt, **overrides),
+        reference_train_mode=True,  # M6
     ),
     # the from-scratch music baseline (a kit design: a small CNN over log-mel); see petl_kit.scratch
     "scratch": Family(

@@ -15,8 +15,8 @@ option              reference                       corrected (default)
                     trunc-normal(0, 0.02) (ΔW ≠ 0)   B = 0 (ΔW = 0 at init)
 ==================  ==============================  =====================================
 
-``lora_init`` is the LoRA face of R2: it alone decides the LoRA matrices' init (R2's
-``ModelOptions.init`` does not override it), so each switch stays settable on its own.
+``lora_init`` is the LoRA face of R2: it alone decides the LoRA matrices' init (each method's
+init switch is the one way to say R2).
 
 Rank: give ``reduction_rate`` RR (r = round(D / RR), Python round-half-even, as the reference
 does) or ``rank`` r, not both. Neither given → RR = 64 in both profiles (r = 12 on a 768-wide

@@ -38,22 +38,30 @@ class ModelOptions:
     pos_embed: AST position embeddings at a new input length (R1):
         ``'zeros'`` → ``'crop_interpolate'``.
     frozen_modules_train_mode: frozen parts stay in train mode, so dropout/LayerDrop/HF masking
-        act inside them (R26/M6). Reference: None = what the published wrapper of the method does
-        (linear, full FT and BitFit use a plain wrapper, everything in train mode; the PETL
-        wrappers put the frozen backbone in eval) → corrected: False.
+        (and BatchNorm statistics) act inside them (R26/M6). Reference: None = what the published
+        code does: the family record's ``reference_train_mode`` (MERT, MusicFM: the whole model,
+        probing and PETL included, M6), else the method's wrapper (PETL_AST: linear, full FT and
+        BitFit use a plain wrapper, everything in train mode; the PETL wrappers put the frozen
+        backbone in eval) → corrected: False.
     pass_attention_mask: give frame models the attention mask of padded batches (R27): False → True.
     masked_pooling: mean-pool frame models over valid frames only (R27): False → True.
-    init: init of injected modules (R2): ``'reference_effective'`` (trunc-normal 0.02 for every
-        injected Linear) → ``'method_default'`` (each method's documented init).
+    norm_over_padding: the waveform extractor normalises the padded vector, padding included
+        (R27, the HF processor without an attention mask): True → False (valid samples only).
+    eval_attention_dropout: MusicFM's attention dropout also acts in eval mode, so predictions
+        are stochastic (M7): True → False. Sets the backbone config's own
+        ``eval_attention_dropout`` on families that have one; a ``backbone_config`` that says
+        otherwise is an error.
+
+    R2 (injected modules re-initialised by the backbone's initialiser) is no option here: each
+    method's own init switch says it (``lora_init``, ``adapter_init``, ``expert_init``).
     """
 
     pos_embed: Literal["zeros", "crop_interpolate"] = option("zeros", "crop_interpolate")
     frozen_modules_train_mode: bool | None = option(None, False)
     pass_attention_mask: bool = option(False, True)
     masked_pooling: bool = option(False, True)
-    init: Literal["reference_effective", "method_default"] = option(
-        "reference_effective", "method_default"
-    )
+    norm_over_padding: bool = option(True, False)
+    eval_attention_dropout: bool = option(True, False)
     profile: str = "corrected"
 
 
@@ -184,6 +192,8 @@ class PetlModel(nn.Module):
         """Train mode for what trains; frozen sub-trees go to eval unless the profile says not."""
         super().train(mode)
         keep_train = self.options.frozen_modules_train_mode
+        if keep_train is None:  # the reference: the family's code (M6), else the method's (R26)
+            keep_train = get_family(self.family).reference_train_mode
         if keep_train is None:
             keep_train = get_method(self.method).plain_wrapper if self.method else True
         if mode and not keep_train:
@@ -253,8 +263,12 @@ class PetlModel(nn.Module):
         return state
 
     def feature_extractor(self, **kwargs):
+        """The backbone's feature extractor; a waveform one normalises over the padding or not
+        as ``options.norm_over_padding`` says (R27) unless ``kwargs`` say it."""
         from ..backbones.registry import feature_extractor
 
+        if get_family(self.family).input_kind == "waveform":
+            kwargs.setdefault("norm_over_padding", self.options.norm_over_padding)
         return feature_extractor(self.backbone, **kwargs)
 
 
@@ -335,6 +349,7 @@ def build_model(
     overrides = (
         tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
     )
+    _eval_attention_dropout(family, overrides, opts, options)
     if seed is not None:
         torch.manual_seed(seed)
     net = load_backbone(family.name, checkpoint, overrides, pos_embed=opts.pos_embed)
@@ -360,6 +375,20 @@ def build_model(
         layer_aggregation=layer_aggregation,
     )
     return model.train()
+
+
+def _eval_attention_dropout(family, overrides: dict, opts: ModelOptions, options) -> None:
+    """M7: the model option sets the backbone config's ``eval_attention_dropout`` on families
+    whose config has that field (MusicFM); both saying different things is an error."""
+    key = "eval_attention_dropout"
+    if not hasattr(family.config_cls, key):
+        return
+    if key in overrides and key in (options or {}) and overrides[key] != options[key]:
+        raise ConfigError(
+            f"backbone_config {key}={overrides[key]!r} contradicts options {key}="
+            f"{options[key]!r}; set one of them (options: the model option, quirk M7)"
+        )
+    overrides.setdefault(key, opts.eval_attention_dropout)
 
 
 def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
