@@ -17,7 +17,7 @@ from ..backbones import anatomy
 from ..backbones.anatomy import CLS, DIST, PATCH, PROMPT
 from ..backbones.registry import get_family, load_backbone, tiny_config
 from ..config import TASKS, ConfigError, as_dict, build, check_profile, option
-from ..methods import get_method, make_config
+from ..methods import get_method, make_config, padding
 from ..methods.reparam import follow_mode
 from .heads import HEADS, LAYER_AGGREGATIONS, make_head
 
@@ -113,7 +113,9 @@ class PetlModel(nn.Module):
 
         Args:
             input_values: ``[B, L, n_mels]`` fbank (AST) or ``[B, S]`` waveform (frame models).
-            attention_mask: ``[B, S]`` 1 for real samples (frame models), optional.
+            attention_mask: ``[B, S]`` 1 for real samples (frame models), optional. When it is
+                passed to the backbone (``options.pass_attention_mask``), injected modules see
+                the batch's ``[B, T]`` real frames during the call (:mod:`..methods.padding`).
 
         Returns:
             ``(hidden [B, T, D], valid [B, T] bool | None)``: the last hidden state (after the
@@ -122,7 +124,9 @@ class PetlModel(nn.Module):
         if self.family == "ast":
             return self.backbone(input_values).last_hidden_state, None
         mask = attention_mask if self.options.pass_attention_mask else None
-        hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
+        # injected token-mixing modules (Soft-MoA) read the real frames (methods.padding)
+        with padding.valid_frames(self._mask_frames(input_values, mask)):
+            hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
         return hidden, self._valid_frames(hidden, attention_mask)
 
     def encode_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
@@ -157,6 +161,14 @@ class PetlModel(nn.Module):
                 states[i] = states[i - 1]
         states[-1] = hidden
         return tuple(states), frames
+
+    def _mask_frames(self, input_values: torch.Tensor, mask: torch.Tensor | None):
+        """``[B, T]`` bool of real frames for a sample mask ``[B, S]`` (None: no mask)."""
+        if mask is None:
+            return None
+        length = torch.tensor(input_values.shape[-1])
+        frames = int(self.backbone._get_feat_extract_output_lengths(length))
+        return self.backbone._get_feature_vector_attention_mask(frames, mask).bool()
 
     def _valid_frames(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is None or not self.options.masked_pooling:
