@@ -167,7 +167,8 @@ class PetlModel(nn.Module):
         if mask is None:
             return None
         length = torch.tensor(input_values.shape[-1])
-        frames = int(self.backbone._get_feat_extract_output_lengths(length))
+        count = getattr(self.backbone, "_get_feat_extract_output_lengths", None)
+        frames = int((count or self.backbone.frames_for)(length))  # HF models | the scratch CNN
         return self.backbone._get_feature_vector_attention_mask(frames, mask).bool()
 
     def _valid_frames(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
