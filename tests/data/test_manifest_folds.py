@@ -2,6 +2,7 @@
 optional group column keeping train and validation group-disjoint."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_run_folds_runs_every_manifest_fold(manifest, tiny_checkpoints, tmp_path
     summary = run_folds(_params(manifest, tiny_checkpoints["ast"]), out_dir=tmp_path / "cv")
     assert [row["fold"] for row in summary["folds"]] == [1, 2, 3]
     assert not list((tmp_path / "cv").glob("**/fold0"))
+
+
+def test_sweep_fold_all_plans_the_manifest_folds(manifest, tmp_path, monkeypatch):
+    import yaml
+
+    from petl_kit.experiments.sweep import plan_sweep
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # notebooks/ are found from here
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "experiment": "folds", "runner": "inprocess",
+        "params": {"dataset": "csv", "data_path": str(manifest)},
+        "grid": {"method": ["bitfit"], "fold": "all"},
+    }))  # fmt: skip
+    specs = plan_sweep(sweep)
+    assert [s.protocol["fold"] for s in specs] == [1, 2, 3]
