@@ -133,6 +133,10 @@ class Family:
     base_config: dict[str, Any] = field(default_factory=dict)
     load: Callable[..., PreTrainedModel] = load_pretrained
     methods: tuple[str, ...] | None = None
+    # what the family's reference code does with frozen modules (profile 'reference', quirks
+    # R26/M6): None = as the method's published wrapper (PETL_AST); True = the whole model in
+    # train mode for every method, probing and PETL included (the music reference, M6)
+    reference_train_mode: bool | None = None
 
     @property
     def patch_start(self) -> int:

@@ -15,6 +15,7 @@ import soundfile as sf
 from .audio import audio_info, load_audio
 from .base import Clip, DatasetError, DatasetSplits, stratified_split
 from .checks import audio_extensions, check_columns, warn_skipped
+from .protocols import GROUP_COLUMN, carve_splits, group_info
 
 __all__ = ["load_audiofolder", "load_csv", "write_audiofolder", "SPLIT_ALIASES"]
 
@@ -193,8 +194,12 @@ def load_csv(
     """Load a CSV manifest with columns ``path,label`` and optional ``split`` or ``fold``.
 
     * ``split`` column (train / val|valid|validation / test): splits as given.
-    * ``fold`` column: ``fold=k`` makes fold k the test set; val is carved from the other folds
-      (stratified, ``val_fraction``). A manifest with a fold column needs ``fold``.
+    * ``fold`` column: ``fold=k`` makes fold k (a label of the column) the test set; val is
+      carved from the other folds (stratified, ``val_fraction``). A manifest with a fold column
+      needs ``fold``; ``protocols.dataset_folds`` lists its labels for a cross-validation.
+    * optional ``group`` column (speaker, session, recording): the carved splits are
+      group-disjoint (``protocols.carve_splits``); ``info`` records ``group_column`` and the
+      groups per split.
     * neither: stratified seeded split with ``val_fraction`` / ``test_fraction``.
     Paths are relative to the manifest's folder unless ``root`` is given (absolute paths stay).
     Labels separated by ``;`` make the task "multilabel" (stratified on each clip's first label).
@@ -213,19 +218,21 @@ def load_csv(
     multilabel = any(len(labels) > 1 for labels in label_lists)
     clips = _row_clips(manifest, base, rows, label_lists, classes, multilabel)
 
+    groups = [r[GROUP_COLUMN] for r in rows] if GROUP_COLUMN in columns else None
     info = {"loader": "csv", "manifest": str(manifest), "root": str(base)}
     if "split" in columns and fold is None:
         parts = _split_by_column(manifest, rows, clips)
         info["split_source"] = "column"
     elif fold is not None:
-        parts, existing = _split_by_fold(manifest, rows, clips, fold, val_fraction, seed)
+        parts, existing = _split_by_fold(manifest, rows, clips, groups, fold, val_fraction, seed)
         info.update(split_source="fold", fold=int(fold), folds=existing, seed=seed)
         info.update(val_fraction=val_fraction)
     else:
         strat = [c.labels[0] for c in clips]
-        parts = _by_index(clips, stratified_split(strat, val_fraction, test_fraction, seed))
+        parts = _by_index(clips, carve_splits(strat, groups, val_fraction, test_fraction, seed))
         info.update(split_source="random", seed=seed, val_fraction=val_fraction)
         info.update(test_fraction=test_fraction)
+    info.update(group_info(groups if info["split_source"] != "column" else None, parts))
     task = "multilabel" if multilabel else "multiclass"
     return DatasetSplits(manifest.stem, classes, task, **parts, info=info)
 
@@ -313,9 +320,16 @@ def _split_by_column(manifest: Path, rows: list[dict], clips: list[Clip]) -> dic
 
 
 def _split_by_fold(
-    manifest: Path, rows: list[dict], clips: list[Clip], fold, val_fraction: float, seed: int
+    manifest: Path,
+    rows: list[dict],
+    clips: list[Clip],
+    groups: list[str] | None,
+    fold,
+    val_fraction: float,
+    seed: int,
 ) -> tuple[dict[str, list], list[int]]:
-    """Fold ``fold`` as test, val carved (stratified) from the other folds; also the folds."""
+    """Fold ``fold`` as test, val carved (stratified; group-disjoint when ``groups`` are given)
+    from the other folds; also the folds."""
     try:
         fold_of = [int(r["fold"]) for r in rows]
     except ValueError as err:
@@ -327,7 +341,8 @@ def _split_by_fold(
         )
     rest = [i for i, f in enumerate(fold_of) if f != fold]
     strat = [clips[i].labels[0] for i in rest]
-    tr, va, _ = stratified_split(strat, val_fraction, 0.0, seed)
+    rest_groups = None if groups is None else [groups[i] for i in rest]
+    tr, va, _ = carve_splits(strat, rest_groups, val_fraction, 0.0, seed)
     parts = {
         "train": [clips[rest[i]] for i in tr],
         "val": [clips[rest[i]] for i in va],

@@ -294,3 +294,84 @@ def read_rows(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL
                 rows.append((start, fields))
             start = reader.line_num + 1
     return rows
+
+
+# ---------------------------------------------------------------------------- csv manifests
+GROUP_COLUMN = "group"  # speaker, session, recording: clips that must stay on one side
+
+
+def manifest_fold_labels(manifest: str | Path) -> list[int] | None:
+    """The sorted fold labels of a csv manifest's ``fold`` column (None without one).
+
+    A manifest's folds are its own labels (1–5, 0–9, ...): run i of a cross-validation tests on
+    the i-th label and trains on the others (:func:`dataset_folds`).
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"csv manifest {manifest} does not exist")
+    with manifest.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        if "fold" not in columns:
+            return None
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    values = {r["fold"] for r in rows}
+    try:
+        return sorted({int(v) for v in values})
+    except ValueError as err:
+        raise DatasetError(f"manifest {manifest}: fold column must hold integers ({err})") from err
+
+
+def dataset_folds(name: str, data_path: str | Path | None = None, **options) -> list[int]:
+    """The fold values a cross-validation of dataset ``name`` runs (``run_folds``, a sweep's
+    ``fold: all``): a csv manifest's own fold labels, else ``0..num_folds - 1``."""
+    if name == "csv" and data_path is not None:
+        labels = manifest_fold_labels(data_path)
+        if labels is not None:
+            return labels
+    return list(range(num_folds(name, **options)))
+
+
+def carve_splits(
+    strat: list[int],
+    groups: list[str] | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[list[int], list[int], list[int]]:
+    """``(train, val, test)`` indices: :func:`stratified_split` without ``groups``; with them,
+    group-disjoint splits (``sklearn.model_selection.GroupShuffleSplit``, seeded: whole groups
+    go to test, then to val, each about its fraction of the clips), so no speaker, session or
+    recording is on both sides."""
+    if groups is None:
+        return stratified_split(strat, val_fraction, test_fraction, seed)
+    from sklearn.model_selection import GroupShuffleSplit
+
+    def split(idx: list[int], fraction: float, salt: int) -> tuple[list[int], list[int]]:
+        if fraction <= 0 or not idx:
+            return idx, []
+        names = [groups[i] for i in idx]
+        if len(set(names)) < 2:
+            raise DatasetError(
+                f"group-disjoint split: {len(set(names))} group(s) ({sorted(set(names))}) "
+                f"cannot be split into two sides; give more groups or leave out the group column"
+            )
+        gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed + salt)
+        keep, out = next(gss.split(np.zeros(len(idx)), groups=names))
+        return sorted(idx[i] for i in keep), sorted(idx[i] for i in out)
+
+    rest, test = split(list(range(len(strat))), test_fraction, 0)
+    # val_fraction is of all clips: of the clips left after test, a larger share
+    frac = val_fraction / (1.0 - test_fraction) if test and test_fraction < 1 else val_fraction
+    train, val = split(rest, min(frac, 0.9), 1)
+    return train, val, test
+
+
+def group_info(groups: list[str] | None, parts: dict[str, list[Clip]]) -> dict:
+    """What ``splits.info`` records of a group column: its name and the groups per split."""
+    if groups is None:
+        return {"group_column": None}
+    return {
+        "group_column": GROUP_COLUMN,
+        "groups": {s: len({c.meta[GROUP_COLUMN] for c in clips}) for s, clips in parts.items()},
+    }

@@ -33,6 +33,7 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
     Keys: ``parameters`` (:func:`count_parameters`), ``stored_bytes``, ``flops_per_example``
     (forward: ``total``, ``method``), ``train_seconds``, ``wall_seconds``, ``examples_per_second``
     (training throughput), ``steps``, ``peak_memory_mb`` and ``peak_memory_kind``, ``device``,
+    ``precision`` (the training's autocast as run: ``'fp32'`` | ``'bf16'`` | ``'fp16'``),
     ``inference`` (:func:`inference_latency`, fp32, eval mode), ``merged``
     (:func:`merged_latency` for methods that merge, else None), their flat copies ``gflops``
     (forward, per example), ``method_mflops``, ``latency_ms`` (per example), ``merged_latency_ms``
@@ -75,7 +76,8 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
         "flops_per_example": flops, "train_seconds": fit.train_seconds,
         "wall_seconds": fit.wall_seconds, "examples_per_second": fit.examples_per_second,
         "steps": fit.steps, "peak_memory_mb": fit.peak_memory_mb,
-        "peak_memory_kind": fit.peak_memory_kind, "device": fit.device, "inference": latency,
+        "peak_memory_kind": fit.peak_memory_kind, "device": fit.device,
+        "precision": fit.precision, "inference": latency,
         "merged": merged,
         # flat copies, so tables of runs get them as columns
         "gflops": flops_["total"] / 1e9 if flops else None,

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from ..data import DATASETS, load_dataset, register_dataset
-from ..data.protocols import few_shot, num_folds, protocol, summarize
+from ..data.protocols import dataset_folds, few_shot, protocol, summarize
 from .provenance import new_run_dir, write_json, write_yaml
 from .runs import dataset_options
 
@@ -174,7 +174,8 @@ def run_folds(
 
     Args:
         params: flat run parameters (``runs.COMMON_KEYS`` + training and method keys).
-        folds: fold indices (default: every fold of the dataset's protocol).
+        folds: fold indices (default: every fold of the dataset's protocol; for a csv manifest
+            with a ``fold`` column its own fold labels, e.g. 1..5).
         dataset_options: more loader options (``val_fraction``, ``esc50_protocol``, ``cache``...);
             ``fold`` and ``profile`` come from the call and ``params``.
 
@@ -185,7 +186,9 @@ def run_folds(
     balanced_accuracy), ``metrics_last`` / ``metrics_best_val``, and a ``summary`` line.
     """
     options = dict(dataset_options or {})
-    folds = list(range(num_folds(params["dataset"], **options))) if folds is None else list(folds)
+    if folds is None:  # every fold of the protocol: a csv manifest's own fold labels
+        folds = dataset_folds(params["dataset"], params["data_path"], **options)
+    folds = list(folds)
     out, base = _begin(params, out_dir, "cv", {"folds_run": folds, "dataset_options": options})
 
     def body():
@@ -235,7 +238,9 @@ def run_few_shot(
     sampler = sampler or protocol(params["profile"]).few_shot_sampler
     ks = [k] if isinstance(k, int) else list(k)
     n_ep = 1 if sampler == "first_k" else (5 if episodes is None else int(episodes))
-    folds = list(range(num_folds(params["dataset"], **options))) if folds is None else list(folds)
+    if folds is None:  # every fold of the protocol: a csv manifest's own fold labels
+        folds = dataset_folds(params["dataset"], params["data_path"], **options)
+    folds = list(folds)
     extra = dict(k=ks if len(ks) > 1 else ks[0], E=n_ep, sampler=sampler, base_seed=base_seed)
     extra.update(folds_run=folds, dataset_options=options)
     out, base = _begin(params, out_dir, "fewshot", extra)

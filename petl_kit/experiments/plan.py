@@ -256,9 +256,10 @@ class Planner:
             protocol = {k: values[k] for k in PROTOCOL_AXES if k in values}
             folds = [protocol.get("fold")]
             if protocol.get("fold") == "all":
-                from ..data import num_folds
+                from ..data.protocols import dataset_folds
 
-                folds = list(range(num_folds(_resolve(notebook, merged)["dataset"])))
+                resolved = _resolve(notebook, merged)  # a csv manifest: its own fold labels
+                folds = dataset_folds(resolved["dataset"], resolved.get("data_path"))
             for fold in folds:
                 if fold is not None:
                     protocol["fold"] = values["fold"] = fold

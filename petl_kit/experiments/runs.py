@@ -52,10 +52,11 @@ COMMON_KEYS = (
 )  # fmt: skip
 # Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache,
 # backbone-output cache (linear probing: the frozen backbone runs once per clip); encoder depth,
-# head and layer aggregation (music probing: build_model's arguments).
+# head and layer aggregation (music probing: build_model's arguments); fold (a csv manifest's
+# fold label to test on).
 OPTIONAL_KEYS = (
     "n_per_class", "pooling", "freq_mask", "time_mask", "cache", "probe_cache",
-    "encoder_depth", "head", "layer_aggregation",
+    "encoder_depth", "head", "layer_aggregation", "fold",
 )  # fmt: skip
 
 
@@ -110,11 +111,15 @@ class RunResult:
 
 def dataset_options(params: dict[str, Any]) -> dict[str, Any]:
     """The ``load_dataset`` options a run's params imply: ``n_per_class`` sizes the generated
-    sets (``synthetic``, ``synthetic_key``, ...) and means nothing to the others."""
+    sets (``synthetic``, ``synthetic_key``, ...) and means nothing to the others; ``fold`` picks
+    the test fold of a dataset that has folds (a csv manifest: one of its fold labels)."""
     generated = params["dataset"] == "synthetic" or params["dataset"].startswith("synthetic_")
+    out = {}
     if generated and params.get("n_per_class") is not None:
-        return {"n_per_class": params["n_per_class"]}
-    return {}
+        out["n_per_class"] = params["n_per_class"]
+    if params.get("fold") is not None:  # e.g. a csv manifest's fold label (test on it)
+        out["fold"] = params["fold"]
+    return out
 
 
 def _check_keys(params: dict[str, Any]) -> str:

@@ -1,13 +1,13 @@
 """Initialisation helpers shared by methods that inject modules (spec ``methods.md`` §15, R2).
 
-R2 (``ModelOptions.init``): in the PETL_AST reference every module added inside the backbone is
-re-initialised by the backbone's initialiser when the pretrained weights load. The kit does this
-explicitly, never through a Hugging Face loader:
-
-- ``'reference_effective'``: every injected ``nn.Linear`` → trunc-normal(0, 0.02) with absolute
-  bounds ±2 (effectively N(0, 0.02²)), bias 0; every ``nn.LayerNorm`` → weight 1, bias 0.
-  Conv1d, BatchNorm and bare ``nn.Parameter`` tensors keep their written init.
-- ``'method_default'``: each method's own documented init (nothing is overridden here).
+R2: in the PETL_AST reference every module added inside the backbone is re-initialised by the
+backbone's initialiser when the pretrained weights load: every injected ``nn.Linear`` →
+trunc-normal(0, 0.02) with absolute bounds ±2 (effectively N(0, 0.02²)), bias 0; every
+``nn.LayerNorm`` → weight 1, bias 0; Conv1d, BatchNorm and bare ``nn.Parameter`` tensors keep
+their written init. The kit does this explicitly, never through a Hugging Face loader, and each
+method's own init switch is the one way to ask for it (``lora_init``, ``adapter_init``,
+``expert_init``: ``'reference_effective'`` in the reference profile); there is no model-wide
+switch.
 
 VPT-style prompts and prefixes (bare parameters) are not touched by R2; they use
 :func:`vpt_uniform_bound`.
@@ -44,13 +44,6 @@ def reference_init_(module: nn.Module) -> nn.Module:
                 m.weight.fill_(1.0)
                 if m.bias is not None:
                     m.bias.zero_()
-    return module
-
-
-def apply_r2_(model, module: nn.Module) -> nn.Module:
-    """Apply :func:`reference_init_` to ``module`` when ``model.options.init`` asks for it (R2)."""
-    if model.options.init == "reference_effective":
-        reference_init_(module)
     return module
 
 

@@ -37,6 +37,7 @@ Pfeiffer 12·(A + 1,536) + 1,536 + head; Houlsby 12·(2A + 3,072) + 1,536 + head
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,6 +104,9 @@ class AdapterConfig(MethodConfig):
         ``'after_residual'`` (reference, M3) or on the ``'sublayer_output'`` (Houlsby; corrected).
         It needs ``adapter_type='Houlsby'``, ``seq_or_par='sequential'``, ``apply_residual`` True
         (or unset) and ``adapter_block='bottleneck'``; see preset ``'music_adapter'``.
+    drop_rate: dropout inside the music adapter (after the activation), the music configs' key;
+        music layout only. drop_rate_mode (M11): ``'ignored'`` (the reference accepts the key
+        and ignores it; a non-zero value warns) → ``'applied'``.
     """
 
     reduction_rate: int | None = None
@@ -123,6 +127,8 @@ class AdapterConfig(MethodConfig):
     adapter_act: Literal["gelu", "relu"] = "gelu"
     w2v_train_mask_emb: bool = option(True, False)
     music_adapter_position: Literal["after_residual", "sublayer_output"] | None = None
+    drop_rate: float = 0.0
+    drop_rate_mode: Literal["ignored", "applied"] = option("ignored", "applied")
 
     def __post_init__(self):
         def put(name, value):
@@ -178,6 +184,13 @@ class AdapterConfig(MethodConfig):
             put("apply_residual", None)
         elif self.apply_residual is None:
             put("apply_residual", self.seq_or_par == "sequential")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"{where}.drop_rate = {self.drop_rate!r}; expected 0 <= p < 1")
+        if self.drop_rate and self.music_adapter_position is None:
+            raise ConfigError(
+                f"{where}.drop_rate = {self.drop_rate} is the music layout's adapter dropout; set "
+                "music_adapter_position (pk.method_preset('music_adapter')) or leave it 0"
+            )
         if self.music_adapter_position is not None:
             wanted = dict(
                 adapter_type="Houlsby", seq_or_par="sequential", apply_residual=True,
@@ -268,7 +281,14 @@ def apply(model, cfg: AdapterConfig) -> None:
     family = get_family(model.family)
     if cfg.music_adapter_position is not None:
         # LayerDrop and HF masking stay as the train-mode policy leaves them (M6 is an option)
-        music_adapter.apply_music_layout(model, cfg.music_adapter_position, r)
+        dropout = cfg.drop_rate if cfg.drop_rate_mode == "applied" else 0.0
+        if cfg.drop_rate and not dropout:
+            warnings.warn(
+                f"adapter drop_rate={cfg.drop_rate} is ignored (drop_rate_mode='ignored', the "
+                "music reference, M11); drop_rate_mode='applied' uses it",
+                stacklevel=3,
+            )
+        music_adapter.apply_music_layout(model, cfg.music_adapter_position, r, dropout)
         if getattr(backbone, "masked_spec_embed", None) is not None:
             backbone.masked_spec_embed.requires_grad_(cfg.w2v_train_mask_emb)
         return

@@ -15,8 +15,8 @@ option              reference                       corrected (default)
                     trunc-normal(0, 0.02) (ΔW ≠ 0)   B = 0 (ΔW = 0 at init)
 ==================  ==============================  =====================================
 
-``lora_init`` is the LoRA face of R2: it alone decides the LoRA matrices' init (R2's
-``ModelOptions.init`` does not override it), so each switch stays settable on its own.
+``lora_init`` is the LoRA face of R2: it alone decides the LoRA matrices' init (each method's
+init switch is the one way to say R2).
 
 Rank: give ``reduction_rate`` RR (r = round(D / RR), Python round-half-even, as the reference
 does) or ``rank`` r, not both. Neither given → RR = 64 in both profiles (r = 12 on a 768-wide
@@ -45,34 +45,13 @@ from torch import nn
 
 from ..backbones import anatomy
 from ..config import ConfigError, option
+from . import reparam
 from ._init import trunc_normal_
 from .registry import MethodConfig, MethodPreset, MethodSpec, register_method, register_preset
 
-TARGETS = ("q", "k", "v", "o", "ffn_in", "ffn_out", "conv")
-_SPELLINGS = {
-    "o_proj": "o",
-    "out_proj": "o",
-    "out": "o",
-    "output": "o",
-    "query": "q",
-    "key": "k",
-    "value": "v",
-    "intermediate_dense": "ffn_in",
-    "fc1": "ffn_in",
-    "output_dense": "ffn_out",
-    "fc2": "ffn_out",
-}
-CONV_SITE = "conv"  # the conformer's convolution module (anatomy extra site)
-
-
-def _canonical_target(name: str) -> str:
-    key = name.strip().lower()
-    key = _SPELLINGS.get(key, key)
-    if key.endswith("_proj"):
-        key = key.removesuffix("_proj")
-    if len(key) == 2 and key[0] == "w":  # Wq, Wk, Wv, Wo (paper spelling)
-        key = key[1]
-    return key
+TARGETS = reparam.TARGETS
+CONV_SITE = reparam.CONV_SITE
+_canonical_target = reparam.canonical_target
 
 
 @dataclass(frozen=True)
@@ -184,7 +163,7 @@ class LoRAPair(nn.Module):
         return self.B(self.A(x))
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(reparam.MergeableWrapper):
     """A frozen ``Linear`` plus a scaled low-rank update: ``y = W x + b + s · B(A(x))``.
 
     Holds the original ``weight`` ``[d_out, d_in]`` and ``bias`` parameters under their own names
@@ -210,20 +189,9 @@ class LoRALinear(nn.Module):
             return y
         return y + self.scaling * self.petl_lora(x)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """``W ← W + s · B A`` (idempotent). Merged weights are for inference: the factors no
-        longer receive gradient until :meth:`unmerge`."""
-        if not self.merged:
-            self.weight.add_(self.scaling * self.petl_lora.delta_weight().to(self.weight.dtype))
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """``W ← W − s · B A`` (idempotent; exact up to floating-point rounding)."""
-        if self.merged:
-            self.weight.sub_(self.scaling * self.petl_lora.delta_weight().to(self.weight.dtype))
-            self.merged = False
+    def _fold(self, sign: int) -> None:
+        """``W ← W ± s · B A``."""
+        self.weight.add_(sign * self.scaling * self.petl_lora.delta_weight().to(self.weight.dtype))
 
     def unload(self) -> nn.Linear:
         """A plain ``nn.Linear`` sharing this module's (merged or original) weight and bias."""
@@ -265,19 +233,9 @@ class LoRAConv1d(LoRALinear):
             return y
         return y + self.scaling * self.petl_lora(x.transpose(1, 2)).transpose(1, 2)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            delta = self.petl_lora.delta_weight()[..., None].to(self.weight.dtype)
-            self.weight.add_(self.scaling * delta)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            delta = self.petl_lora.delta_weight()[..., None].to(self.weight.dtype)
-            self.weight.sub_(self.scaling * delta)
-            self.merged = False
+    def _fold(self, sign: int) -> None:
+        delta = self.petl_lora.delta_weight()[..., None].to(self.weight.dtype)
+        self.weight.add_(sign * self.scaling * delta)
 
     def unload(self) -> nn.Conv1d:
         conv = nn.Conv1d(
@@ -285,31 +243,6 @@ class LoRAConv1d(LoRALinear):
         )
         conv.weight, conv.bias = self.weight, self.bias
         return conv
-
-
-def _ffn_modules(layer, anat) -> list[nn.Module]:
-    """Every FFN of a block: the anatomy's FFN site, plus extra sites shaped like it (the
-    conformer's first macaron FFN)."""
-    found = [anatomy.sublayer(layer, anatomy.FFN, anat)]
-    for site in getattr(anat, "extra_sites", {}) or {}:
-        module = anatomy.sublayer(layer, site, anat)
-        if all(isinstance(getattr(module, a, None), nn.Linear) for a in anat.ffn_linears):
-            found.append(module)
-    return found
-
-
-def _conv_targets(layer, anat) -> list[tuple[nn.Module, str, nn.Conv1d]]:
-    """``(parent, attribute, conv)`` of the pointwise convs in the block's conv module (none
-    for blocks without one, so one music config serves MERT and MusicFM; counts show it)."""
-    if CONV_SITE not in (getattr(anat, "extra_sites", {}) or {}):
-        return []  # no conv module (Transformer blocks): nothing to adapt, as the music LoRA
-    module = anatomy.sublayer(layer, CONV_SITE, anat)
-    out = []
-    for name, child in module.named_modules():
-        if isinstance(child, nn.Conv1d) and child.kernel_size == (1,) and child.groups == 1:
-            parent = anatomy.get_path(module, name.rpartition(".")[0]) if "." in name else module
-            out.append((parent, name.rpartition(".")[2], child))
-    return out
 
 
 def apply(model, cfg: LoRAConfig) -> None:
@@ -328,21 +261,12 @@ def apply(model, cfg: LoRAConfig) -> None:
         setattr(parent, attr, LoRALinear(base, pair, scaling))
 
     for layer in anatomy.layers(backbone):
-        attn = anatomy.sublayer(layer, anatomy.ATTENTION, anat)
-        projs = anatomy.projections(layer, anat)
         shared = None
         if cfg.lora_variant == "shared_qk_legacy":
-            q = projs["q"]
+            q = anatomy.projections(layer, anat)["q"]
             shared = LoRAPair(q.in_features, q.out_features, rank, cfg.lora_init)
-        for target in (t for t in cfg.targets if t in projs):
-            wrap(attn, anat.projections[target], projs[target], shared)
-        for ffn in _ffn_modules(layer, anat):
-            for target, attr in zip(("ffn_in", "ffn_out"), anat.ffn_linears, strict=True):
-                if target in cfg.targets:
-                    wrap(ffn, attr, getattr(ffn, attr))
-        if "conv" in cfg.targets:
-            for parent, attr, conv in _conv_targets(layer, anat):
-                wrap(parent, attr, conv)
+        for target, parent, attr, base in reparam.block_targets(layer, anat, cfg.targets):
+            wrap(parent, attr, base, shared if target in ("q", "k") else None)
 
 
 register_method(

@@ -52,9 +52,22 @@ def residual_scale(anat: anatomy.Anatomy, site: str) -> float:
     return float((getattr(anat, "residual_scales", {}) or {}).get(site, 1.0))
 
 
-def make_music_block(hidden: int, r: int) -> blocks.Bottleneck:
-    """f of the music adapter: W_down Kaiming-uniform(a = √5), W_up = 0, biases 0."""
-    block = blocks.Bottleneck(hidden, r)
+class DropoutBottleneck(blocks.Bottleneck):
+    """The bottleneck with dropout ``p`` after the activation (``drop_rate``, quirk M11):
+    ``W_up · Dropout(GELU(W_down x + b_down)) + b_up``, ``[B, M, D] -> [B, M, D]``."""
+
+    def __init__(self, dim: int, r: int, p: float):
+        super().__init__(dim, r)
+        self.dropout = nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.dropout(torch.nn.functional.gelu(self.down(x))))
+
+
+def make_music_block(hidden: int, r: int, dropout: float = 0.0) -> blocks.Bottleneck:
+    """f of the music adapter: W_down Kaiming-uniform(a = √5), W_up = 0, biases 0; with
+    ``dropout`` > 0 a :class:`DropoutBottleneck` (same parameters)."""
+    block = DropoutBottleneck(hidden, r, dropout) if dropout else blocks.Bottleneck(hidden, r)
     with torch.no_grad():
         nn.init.kaiming_uniform_(block.down.weight, a=math.sqrt(5))
         block.down.bias.zero_()
@@ -103,9 +116,10 @@ class AfterResidualSublayer(anatomy.SublayerWrapper):
         return f"position='after_residual', scale={self.scale:g}"
 
 
-def apply_music_layout(model, position: str, r: int) -> None:
+def apply_music_layout(model, position: str, r: int, dropout: float = 0.0) -> None:
     """Insert the music adapters into every block of ``model.backbone`` and unfreeze every
-    per-block LayerNorm (spec §11's trainable set; the encoder's own LN stays frozen)."""
+    per-block LayerNorm (spec §11's trainable set; the encoder's own LN stays frozen).
+    ``dropout``: inside each adapter, after the activation (``drop_rate``, M11)."""
     from .adapter import AdapterSublayer
 
     backbone = model.backbone
@@ -113,7 +127,7 @@ def apply_music_layout(model, position: str, r: int) -> None:
     hidden = backbone.config.hidden_size
     for layer in anatomy.layers(backbone):
         for site in music_sites(anat):
-            block = make_music_block(hidden, r)
+            block = make_music_block(hidden, r, dropout)
             norm = anatomy.layer_norm(layer, site, anat)
             if position == "sublayer_output":
                 anatomy.wrap_sublayer(

@@ -16,8 +16,12 @@ Axes: b batch, n tokens, e experts, s slots per expert, d hidden. With Φ ``[d, 
 Each expert sees s slot vectors instead of n tokens, so the experts cost O(e·s) instead of Dense's
 O(n·e). Placement and trainable set are those of Dense-MoA (:mod:`.dense_moa`), including the R13
 double add. The dispatch softmax runs over every token of the sequence: AST's zero-padded fbank
-frames are real patches; padded frames of wav2vec2/HuBERT batches are read like any other frame
-(the mixture sees no attention mask, as in the reference).
+frames are real patches. Padded frames of frame-model batches (wav2vec2, HuBERT, MERT, MusicFM)
+are left out of the dispatch softmax whenever the model passes the attention mask
+(``ModelOptions.pass_attention_mask``, the corrected profile; :mod:`.padding`), so a clip's output
+does not depend on what it was batched with; the reference profile passes no mask, and the
+mixture reads padded frames like any other, as the reference does. (The combine softmax is per
+token, so padded tokens' own outputs cannot reach a real one.)
 
 Count per mixture: ``E·A + D·E·s`` (+1 with ``normalize``), A = the expert block's parameters
 (bottleneck, D = 768: 1,537r + 768).
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, option
-from . import experts
+from . import experts, padding
 from .dense_moa import MIXTURE_RULES, MoAConfig, apply_mixture, identity_at_init
 from .registry import MethodSpec, register_method
 
@@ -96,7 +100,11 @@ class SoftMoA(nn.Module):
             axis = 0 if self.phi_norm_axis == "d" else 1
             phi = self.router_scale * phi / (phi.norm(dim=axis, keepdim=True) + 1e-6)
         logits = torch.einsum("bnd,des->bnes", x, phi)  # step 2
-        dispatch = torch.softmax(logits, dim=1)  # step 3: over tokens
+        valid = padding.token_mask(x, "Soft-MoA")  # [b, n] real frames, or None
+        if valid is not None:  # padded frames never enter a slot: batch-independent outputs
+            dispatch = torch.softmax(logits.masked_fill(~valid[:, :, None, None], -torch.inf), 1)
+        else:
+            dispatch = torch.softmax(logits, dim=1)  # step 3: over tokens
         combine = torch.softmax(logits.flatten(2), dim=-1).view_as(logits)  # step 4: over e·s
         if self.recorder is not None:
             self.recorder.record(self, dispatch=dispatch, combine=combine)

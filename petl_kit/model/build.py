@@ -17,7 +17,8 @@ from ..backbones import anatomy
 from ..backbones.anatomy import PATCH, truncate_encoder
 from ..backbones.registry import Family, feature_extractor, get_family, load_backbone, tiny_config
 from ..config import TASKS, ConfigError, as_dict, build, check_profile, option
-from ..methods import MethodSpec, get_method, make_config
+from ..methods import MethodSpec, get_method, make_config, padding
+from ..methods.reparam import follow_mode
 from .heads import HEADS, LAYER_AGGREGATIONS, make_head
 from .pooling import canonical_pooling, pool_roles
 
@@ -29,22 +30,30 @@ class ModelOptions:
     pos_embed: AST position embeddings at a new input length (R1):
         ``'zeros'`` → ``'crop_interpolate'``.
     frozen_modules_train_mode: frozen parts stay in train mode, so dropout/LayerDrop/HF masking
-        act inside them (R26/M6). Reference: None = what the published wrapper of the method does
-        (linear, full FT and BitFit use a plain wrapper, everything in train mode; the PETL
-        wrappers put the frozen backbone in eval) → corrected: False.
+        (and BatchNorm statistics) act inside them (R26/M6). Reference: None = what the published
+        code does: the family record's ``reference_train_mode`` (MERT, MusicFM: the whole model,
+        probing and PETL included, M6), else the method's wrapper (PETL_AST: linear, full FT and
+        BitFit use a plain wrapper, everything in train mode; the PETL wrappers put the frozen
+        backbone in eval) → corrected: False.
     pass_attention_mask: give frame models the attention mask of padded batches (R27): False → True.
     masked_pooling: mean-pool frame models over valid frames only (R27): False → True.
-    init: init of injected modules (R2): ``'reference_effective'`` (trunc-normal 0.02 for every
-        injected Linear) → ``'method_default'`` (each method's documented init).
+    norm_over_padding: the waveform extractor normalises the padded vector, padding included
+        (R27, the HF processor without an attention mask): True → False (valid samples only).
+    eval_attention_dropout: MusicFM's attention dropout also acts in eval mode, so predictions
+        are stochastic (M7): True → False. Sets the backbone config's own
+        ``eval_attention_dropout`` on families that have one; a ``backbone_config`` that says
+        otherwise is an error.
+
+    R2 (injected modules re-initialised by the backbone's initialiser) is no option here: each
+    method's own init switch says it (``lora_init``, ``adapter_init``, ``expert_init``).
     """
 
     pos_embed: Literal["zeros", "crop_interpolate"] = option("zeros", "crop_interpolate")
     frozen_modules_train_mode: bool | None = option(None, False)
     pass_attention_mask: bool = option(False, True)
     masked_pooling: bool = option(False, True)
-    init: Literal["reference_effective", "method_default"] = option(
-        "reference_effective", "method_default"
-    )
+    norm_over_padding: bool = option(True, False)
+    eval_attention_dropout: bool = option(True, False)
     profile: str = "corrected"
 
 
@@ -102,7 +111,9 @@ class PetlModel(nn.Module):
             input_values: ``[B, L, n_mels]`` fbank (AST) or ``[B, S]`` waveform (frame models):
                 the family record's ``input_kind``.
             attention_mask: ``[B, S]`` 1 for real samples, optional; used where the family's
-                backbone takes one (``Family.takes_attention_mask``: frame models).
+                backbone takes one (``Family.takes_attention_mask``: frame models). When it is
+                passed to the backbone (``options.pass_attention_mask``), injected modules see
+                the batch's ``[B, T]`` real frames during the call (:mod:`..methods.padding`).
 
         Returns:
             ``(hidden [B, T, D], valid [B, T] bool | None)``: the last hidden state (after the
@@ -111,7 +122,9 @@ class PetlModel(nn.Module):
         if not self.family_record.takes_attention_mask:
             return self.backbone(input_values).last_hidden_state, None
         mask = attention_mask if self.options.pass_attention_mask else None
-        hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
+        # injected token-mixing modules (Soft-MoA) read the real frames (methods.padding)
+        with padding.valid_frames(self._mask_frames(input_values, mask)):
+            hidden = self.backbone(input_values, attention_mask=mask).last_hidden_state
         return hidden, self._valid_frames(hidden, attention_mask)
 
     def encode_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
@@ -147,6 +160,15 @@ class PetlModel(nn.Module):
         states[-1] = hidden
         return tuple(states), frames
 
+    def _mask_frames(self, input_values: torch.Tensor, mask: torch.Tensor | None):
+        """``[B, T]`` bool of real frames for a sample mask ``[B, S]`` (None: no mask)."""
+        if mask is None:
+            return None
+        length = torch.tensor(input_values.shape[-1])
+        count = getattr(self.backbone, "_get_feat_extract_output_lengths", None)
+        frames = int((count or self.backbone.frames_for)(length))  # HF models | the scratch CNN
+        return self.backbone._get_feature_vector_attention_mask(frames, mask).bool()
+
     def _valid_frames(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
         if attention_mask is None or not self.options.masked_pooling:
             return None
@@ -175,13 +197,14 @@ class PetlModel(nn.Module):
         """Train mode for what trains; frozen sub-trees go to eval unless the profile says not."""
         super().train(mode)
         keep_train = self.options.frozen_modules_train_mode
+        if keep_train is None:  # the reference: the family's code (M6), else the method's (R26)
+            keep_train = self.family_record.reference_train_mode
         if keep_train is None:
             keep_train = get_method(self.method).plain_wrapper if self.method else True
         if mode and not keep_train:
             self.backbone.eval()
             _train_trainable(self.backbone)
-        if self.method and getattr(self.method_config, "merge_on_eval", False):
-            self.unmerge() if mode else self.merge()  # music LoRA reference (M5)
+        follow_mode(self, mode)  # music LoRA / SSF reference: merge on eval (M5)
         return self
 
     # ------------------------------------------------------------------ merging
@@ -245,7 +268,11 @@ class PetlModel(nn.Module):
         return state
 
     def feature_extractor(self, **kwargs):
-        """The extractor the backbone's family takes (see ``backbones.feature_extractor``)."""
+        """The extractor the backbone's family takes (see ``backbones.feature_extractor``); a
+        waveform one normalises over the padding or not as ``options.norm_over_padding`` says
+        (R27) unless ``kwargs`` say it."""
+        if self.family_record.input_kind == "waveform":
+            kwargs.setdefault("norm_over_padding", self.options.norm_over_padding)
         return feature_extractor(self.backbone, **kwargs)
 
 
@@ -310,6 +337,7 @@ def build_model(
     overrides = (
         tiny_config(family.name) if backbone_config == "tiny" else dict(backbone_config or {})
     )
+    _eval_attention_dropout(family, overrides, opts, options)
     if seed is not None:
         torch.manual_seed(seed)
     net = load_backbone(family.name, checkpoint, overrides, pos_embed=opts.pos_embed)
@@ -334,6 +362,20 @@ def build_model(
         layer_aggregation=layer_aggregation,
     )
     return model.train()
+
+
+def _eval_attention_dropout(family, overrides: dict, opts: ModelOptions, options) -> None:
+    """M7: the model option sets the backbone config's ``eval_attention_dropout`` on families
+    whose config has that field (MusicFM); both saying different things is an error."""
+    key = "eval_attention_dropout"
+    if not hasattr(family.config_cls, key):
+        return
+    if key in overrides and key in (options or {}) and overrides[key] != options[key]:
+        raise ConfigError(
+            f"backbone_config {key}={overrides[key]!r} contradicts options {key}="
+            f"{options[key]!r}; set one of them (options: the model option, quirk M7)"
+        )
+    overrides.setdefault(key, opts.eval_attention_dropout)
 
 
 def _method_for(family: Family, method: str, values: dict | None, profile: str):

@@ -38,6 +38,9 @@ def load_trained(folder: str | Path, checkpoint: str | None = None):
     args = json.loads(args_file.read_text())
     if checkpoint is not None:
         args["checkpoint"] = checkpoint
+    # R2's model option `init` was never read and is gone (the methods' init switches say it):
+    # dropping it from folders written before rebuilds exactly the model they hold
+    (args.get("options") or {}).pop("init", None)
     model = build_model(**args)
     state = load_file(str(weights))
     expected = set(model.trainable_state_dict())

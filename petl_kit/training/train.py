@@ -2,6 +2,8 @@
 
 Defaults = the PETL_AST recipe (spec ``training.md`` §1.4): AdamW(0.9/0.98, eps 1e-6, wd 0.1) on
 the trainable parameters, cosine from the method's reference LR to 0 stepped after every batch.
+``optimizer='adam'`` is the music recipe's Adam with PyTorch's betas (0.9, 0.999) and eps 1e-8
+(§2.2) unless ``betas`` / ``eps`` are given.
 
 >>> cfg = build(TrainConfig, {"epochs": 5, "progress": False})
 >>> result = fit(model, make_loaders(model, splits, cfg), cfg)
@@ -29,6 +31,13 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, build, check_profile, option
 from ..methods import get_method
 from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
+from .precision import grad_scaler, resolve_precision
+
+# betas and eps of each optimiser's recipe, used where TrainConfig leaves them None
+OPTIMIZER_DEFAULTS = {
+    "adamw": {"betas": (0.9, 0.98), "eps": 1e-6},  # PETL_AST (training.md §1.4)
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},  # music PETL: torch.optim.Adam's (§2.2)
+}
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,10 @@ class TrainConfig:
     head_lr: float | None = None  # None: lr (the head is its own param group)
     optimizer: Literal["adamw", "adam"] = "adamw"  # 'adam': the music code
     weight_decay: float = 0.1
-    betas: tuple[float, ...] = (0.9, 0.98)
-    eps: float = 1e-6
+    # None: the recipe of the chosen optimiser (OPTIMIZER_DEFAULTS): AdamW (0.9, 0.98), 1e-6 as
+    # PETL_AST (training.md §1.4); Adam PyTorch's (0.9, 0.999), 1e-8 as the music code (§2.2)
+    betas: tuple[float, ...] | None = None
+    eps: float | None = None
     schedule: Literal["cosine", "constant"] = "cosine"  # cosine over every batch of every epoch
     min_lr: float = 0.0  # where the cosine ends
     warmup_steps: int = 0  # else lr × min(1, (step + 1) / warmup_steps), as the music code
@@ -51,7 +62,9 @@ class TrainConfig:
     seed: int = 10
     deterministic: bool = option(False, True)  # R33: False keeps cudnn.benchmark (reference)
     device: str = "auto"  # 'auto': cuda if available, else cpu
-    bf16: bool = option(False, True)  # bf16 autocast on CUDA (reference: fp32); no-op on CPU
+    # autocast of the forward on CPU and CUDA alike (training.precision); 'auto': bf16 where the
+    # hardware multiplies bf16 natively, else fp32. Both papers trained in fp32.
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     grad_clip: float | None = None  # max global gradient norm
     wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
     progress: bool = True  # tqdm bars
@@ -68,6 +81,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_profile(self.profile)
+        for name, value in OPTIMIZER_DEFAULTS.get(self.optimizer, {}).items():
+            if getattr(self, name) is None:  # the stored config says what ran
+                object.__setattr__(self, name, value)
         for f in fields(self):  # direct construction: unset profile options take the profile's
             if getattr(self, f.name) is None and "profile" in f.metadata:
                 object.__setattr__(self, f.name, f.metadata["profile"][self.profile != "reference"])
@@ -101,6 +117,7 @@ class FitResult:
     peak_memory_mb: float = 0.0
     peak_memory_kind: str = ""  # 'cuda_max_allocated' (this fit) | 'process_peak_rss' (process)
     device: str = "cpu"
+    precision: str = "fp32"  # as run ('auto' resolved on the device)
     examples_per_second: float = 0.0  # train examples / train_seconds
     steps: int = 0  # optimiser steps
     notes: list[str] = field(default_factory=list)
@@ -244,8 +261,11 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     train_loader, val_loader = loaders["train"], loaders.get("val")
     opt, sched = make_optimizer(model, cfg, len(train_loader) * cfg.epochs)
     criterion, (lr, head_lr) = loss_fn(task, tempo_loss=cfg.tempo_loss), resolve_lrs(model, cfg)
-    scoring = {"bf16": cfg.bf16, "aggregate": cfg.segment_aggregate, "criterion": criterion}
-    result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr)
+    precision = resolve_precision(cfg.precision, device)
+    scaler = grad_scaler(precision, device)  # fp16 only: scaled loss, unscaled before clipping
+    scoring = {"precision": precision, "aggregate": cfg.segment_aggregate, "criterion": criterion}
+    result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr,
+                       precision=precision)  # fmt: skip
     best_score, best_state, examples, start = -math.inf, None, 0, time.perf_counter()
     epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress)
     for epoch in epochs:
@@ -255,15 +275,17 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
         losses, outs, targets = [], [], []
         bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
         for batch in bar:
-            logits, target = forward_batch(model, batch, device, cfg.bf16)
+            logits, target = forward_batch(model, batch, device, precision)
             loss = criterion(logits, target)
             if not torch.isfinite(loss):
                 raise _nonfinite_loss(loss, batch, train_loader, epoch, result.steps, opt)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip is not None:  # frozen tensors have no grad and are skipped
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             result.steps, examples = result.steps + 1, examples + len(logits)
             losses.append(loss.item())

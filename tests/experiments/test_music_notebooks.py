@@ -22,7 +22,8 @@ def test_defaults_are_a_tiny_cpu_comparison(name, dataset):
     assert defaults["dataset"] == dataset and defaults["data_path"] is None
     assert defaults["checkpoint"] == "builtin:tiny-mert" and defaults["backbone"] == "mert"
     assert defaults["device"] == "cpu" and defaults["epochs"] <= 5 and defaults["run_dir"] is None
-    assert defaults["methods"].split(",") == ["probing", "full_ft", "adapter", "lora", "scratch"]
+    compared = ["probing", "full_ft", "adapter", "lora", "ssf", "scratch"]
+    assert defaults["methods"].split(",") == compared
     assert "method" not in spec  # a comparison, not a single-method notebook
 
 

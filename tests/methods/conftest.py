@@ -10,8 +10,9 @@ from petl_kit.backbones.registry import get_family, load_backbone, tiny_config
 from tests.conftest import example_input, train_steps
 
 # q·(k + b) = q·k + q·b shifts every key's score by the same amount for a query, and softmax is
-# shift-invariant: the key bias can never change the output (BitFit and full FT still train it).
-INERT = ("k_proj.bias", "linear_k.bias")
+# shift-invariant: the key bias can never change the output (BitFit and full FT still train it),
+# nor can SSF's shift of the keys (β of k: the same constant per channel for every key).
+INERT = ("k_proj.bias", "linear_k.bias", "k_proj.petl_ssf.shift", "linear_k.petl_ssf.shift")
 HEAD_31, HEAD_50 = 768 * 31 + 31, 768 * 50 + 50
 
 

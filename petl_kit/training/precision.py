@@ -1,0 +1,74 @@
+"""Mixed precision as a run parameter: ``precision = 'fp32' | 'bf16' | 'fp16' | 'auto'``.
+
+- ``'fp32'``: no autocast (both papers trained in fp32; the kit's default under both profiles).
+- ``'bf16'`` / ``'fp16'``: ``torch.autocast`` of the model's forward on the run's device, CPU and
+  CUDA alike; the weights and the optimiser stay fp32. ``'fp16'`` also scales the loss
+  (``torch.amp.GradScaler``) so small gradients do not underflow.
+- ``'auto'``: ``'bf16'`` where the hardware has native bf16 matrix multiplies — a CUDA device
+  that supports bf16, a CPU with AMX-BF16 or AVX-512-BF16 — else ``'fp32'``.
+
+Logits leave the autocast region as fp32 (``forward_batch``), so losses and metrics are always
+computed in fp32. :func:`resolve_precision` gives the precision that actually ran; the fit records
+it (``FitResult.precision``), and with it the run's metrics and ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX-512-BF16).
+
+    Reads ``torch.backends.cpu.get_cpu_capability()`` (``'AMX...'`` / ``'..._BF16'``
+    levels where torch reports them) and the flags of ``/proc/cpuinfo`` on Linux.
+    """
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if "AMX" in capability or "BF16" in capability:
+        return True
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in _CPU_BF16_FLAGS)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` has native bf16 matrix multiplies (see :func:`cpu_has_native_bf16`)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run on ``device`` uses: ``precision`` itself, or for ``'auto'``
+    ``'bf16'`` where :func:`native_bf16`, else ``'fp32'``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision = {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved ``precision`` on ``device`` (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in DTYPES:
+        raise ConfigError(f"precision = {precision!r}; resolve 'auto' first (resolve_precision)")
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler, enabled for fp16 only (bf16 has fp32's exponent range)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
