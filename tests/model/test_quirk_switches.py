@@ -76,7 +76,7 @@ def test_r27_norm_over_padding_follows_the_profile_through_run_experiment(
     profile, expected, tiny_checkpoints, tmp_path
 ):
     params = dict(
-        experiment="t", method="linear", dataset="synthetic", data_path=None, n_per_class=2,
+        experiment="t", method="linear", dataset="synthetic", data_path=None, n_per_class=3,
         backbone="wav2vec2", checkpoint=str(tiny_checkpoints["wav2vec2"]), max_length=4000,
         epochs=1, batch_size=4, lr=None, seed=0, profile=profile, device="cpu", progress=False,
     )  # fmt: skip

@@ -70,7 +70,7 @@ def test_fp16_scales_the_loss_and_trains():
 
 def test_run_records_precision_in_metrics_and_ledger(tmp_path, tiny_checkpoints):
     params = dict(
-        experiment="t", method="bitfit", dataset="synthetic", data_path=None, n_per_class=2,
+        experiment="t", method="bitfit", dataset="synthetic", data_path=None, n_per_class=3,
         backbone="ast", checkpoint=str(tiny_checkpoints["ast"]), max_length=100, epochs=1,
         batch_size=8, lr=None, seed=0, profile="corrected", device="cpu", precision="bf16",
         progress=False,
