@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "ExportError",
     "MertCheckpointError",
     "RunFailed",
 ]
@@ -31,6 +32,10 @@ class MertCheckpointError(CheckpointError):
 
 class DatasetError(ValueError):
     """A dataset's layout, manifest or labels are not what the loader expects."""
+
+
+class ExportError(ValueError):
+    """A run cannot be exported in the asked format; the message says why and which format can."""
 
 
 class AudioError(ValueError):
