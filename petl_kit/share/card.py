@@ -114,8 +114,9 @@ def model_card(run, fmt: str, usage: str, notes: list[str] | None = None) -> str
         f"`{args['layer_aggregation']}`, profile `{args['profile']}`",
         f"- trainable parameters: {_number(m.get('trainable_params', '?'))} of "
         f"{_number(m.get('total_params', '?'))}"
-        + (" (" + ", ".join(f"{k} {_number(v)}" for k, v in groups.items()) + ")"
-           if groups else ""),  # fmt: skip
+        + (
+            " (" + ", ".join(f"{k} {_number(v)}" for k, v in groups.items()) + ")" if groups else ""
+        ),  # fmt: skip
         "",
         "## Data and protocol",
         "",
@@ -145,7 +146,9 @@ def model_card(run, fmt: str, usage: str, notes: list[str] | None = None) -> str
     keep = ("petl_kit", "git", "python", "torch", "transformers", "peft", "device", "time")
     git = versions.get("git")
     if isinstance(git, dict):  # {'commit': ..., 'dirty': ...}
-        versions = {**versions, "git": git.get("commit", "?") + (" (uncommitted changes)"
-                                                               if git.get("dirty") else "")}
+        versions = {
+            **versions,
+            "git": git.get("commit", "?") + (" (uncommitted changes)" if git.get("dirty") else ""),
+        }
     lines += ["## Versions", "", *[f"- {k}: {versions[k]}" for k in keep if k in versions], ""]
     return "\n".join(lines)

@@ -175,13 +175,17 @@ def export_hf(run, out: Path) -> Path:
     kit = run.probabilities([wave], progress=False)[1][0]
     diff = float(np.abs(exported_probabilities(out, wave, run.sample_rate) - kit).max())
     if not diff <= TOLERANCE:
-        raise ExportError(f"the exported {type(stock).__name__} differs from the kit's model by "
-                          f"{diff:.2e} in probability on a probe clip (> {TOLERANCE}); {KIT}")  # fmt: skip
+        raise ExportError(
+            f"the exported {type(stock).__name__} differs from the kit's model by {diff:.2e} in "
+            f"probability on a probe clip (> {TOLERANCE}); {KIT}"
+        )
     (out / "export.json").write_text(json.dumps(
         {"format": "hf", "class": type(stock).__name__, "run": str(run.folder),
          "probe_max_abs_diff": diff}, indent=2))  # fmt: skip
-    notes = [f"{type(stock).__name__}: identity projector + the kit's Linear head (mean over "
-             f"frames); checked against the kit on a probe clip: max |Δp| = {diff:.1e}"]  # fmt: skip
+    notes = [
+        f"{type(stock).__name__}: identity projector + the kit's Linear head (mean over frames); "
+        f"checked against the kit on a probe clip: max |Δp| = {diff:.1e}"
+    ]
     if run.segment:
         notes.append(f"the run scored clips as the mean of {run.segment}-sample segments; the "
                      "pipeline reads clips whole (equal for clips up to one segment); "

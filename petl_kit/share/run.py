@@ -230,9 +230,7 @@ def expand_inputs(inputs) -> list:
             files = sorted(p for p in Path(item).rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)  # fmt: skip
             if not files:
-                raise AudioError(
-                    f"folder {item} holds no audio file ({', '.join(AUDIO_SUFFIXES)})"
-                )
+                raise AudioError(f"folder {item} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
             out += files
         else:
             out.append(item)
@@ -315,7 +313,9 @@ def load_run(
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"run folder {folder} not found; expected a folder with {RUN_FILES}")
+        raise FileNotFoundError(
+            f"run folder {folder} not found; expected a folder with {RUN_FILES}"
+        )
     for name in ("params.yaml", "weights"):
         if not (folder / name).exists():
             raise FileNotFoundError(
