@@ -104,3 +104,19 @@ def test_load_run_refuses_what_it_cannot_load(make_run, tmp_path):
     (failed / "metrics.json").write_text(json.dumps({"status": "failed"}))
     with pytest.raises(ValueError, match="did not complete"):
         pk.load_run(failed)
+
+
+def test_predict_tables_of_multilabel_and_key_runs(make_run):
+    run = pk.load_run(make_run("ast", "lora"))
+    wave = tone(1.0)
+    run.model.task = "multilabel"  # the same outputs read as independent tags (sigmoid)
+    with torch.no_grad():
+        feats = run.extractor(torch.from_numpy(wave))[None]
+        sig = torch.sigmoid(run.model(feats))[0].numpy()
+    threshold = float(np.sort(sig)[-3])  # the three highest tags are on
+    table = run.predict(wave, threshold=threshold)
+    on = [run.labels[i] for i in np.flatnonzero(sig >= threshold)]
+    assert table["tags"].tolist() == [";".join(on)] and len(on) == 3
+    assert np.abs(table[run.labels].to_numpy()[0] - sig).max() < 1e-6
+    run.model.task = "key"
+    assert "key" in run.predict(wave).columns
