@@ -41,6 +41,9 @@ from .methods import get_method, list_methods, make_config, register_method
 from .methods.registry import list_presets, method_preset
 from .model import PetlModel, build_model, load_trained, save_trained
 
+# Use and share: predict with a finished run, export it (transformers, PEFT, the kit's format).
+from .share import export_run, load_run
+
 __all__ = [
     "FAMILIES",
     "CheckpointError",
@@ -56,6 +59,7 @@ __all__ = [
     "collect_params",
     "collect_results",
     "count_parameters",
+    "export_run",
     "filter_results",
     "flops_per_example",
     "get_method",
@@ -68,6 +72,7 @@ __all__ = [
     "load_mert",
     "load_musicfm",
     "load_params_file",
+    "load_run",
     "load_trained",
     "make_config",
     "method_preset",

@@ -1,10 +1,12 @@
-"""Command line: ``python -m petl_kit {run,sweep,report,demo,methods,params}``.
+"""Command line: ``python -m petl_kit {run,sweep,report,demo,predict,export,methods,params}``.
 
     python -m petl_kit run notebooks/14_lora.ipynb -f params/quickstart/lora.yaml -p epochs 3
     python -m petl_kit sweep params/quickstart.yaml --workers 2     # submitit, 2 local workers
     python -m petl_kit sweep params/sweeps/paper1_table1_esc50.yaml -p data_path /data
     python -m petl_kit report quickstart --filter git_commit=1a2b3c --filter torch=2.11.0
     python -m petl_kit demo
+    python -m petl_kit predict outputs/quickstart/lora-... clip.wav clips/ --out predictions.csv
+    python -m petl_kit export outputs/quickstart/lora-... exported/ --format hf   # | peft | kit
     python -m petl_kit methods
     python -m petl_kit params notebooks/10_linear.ipynb     # the notebook's parameters
 
@@ -74,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-validation folds or few-shot episodes of one params file",
     )
     crossval.add_argument("args", nargs=argparse.REMAINDER)
+
+    predict = sub.add_parser("predict", help="classify audio files with a finished run")
+    predict.add_argument("run_dir", type=Path, help="a run folder or a kit export")
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
+    predict.add_argument("--out", type=Path, help="write the table as CSV (default: print it)")
+    predict.add_argument("--batch-size", type=int, default=16, help="segments per forward pass")
+    predict.add_argument("--threshold", type=float, default=0.5, help="multi-label tag threshold")
+    export = sub.add_parser("export", help="export a run: transformers (hf), PEFT or kit folder")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out", type=Path, help="a new (or empty) folder")
+    export.add_argument("--format", choices=["hf", "peft", "kit"], default="kit")
+    export.add_argument("--overwrite", action="store_true", help="replace what OUT holds")
 
     sub.add_parser("methods", help="list the registered PETL methods")
     params = sub.add_parser("params", help="show a notebook's parameters (types, defaults, help)")
@@ -210,6 +224,28 @@ def _cmd_crossval(args) -> int:
     return crossval.main(args.args)
 
 
+def _cmd_predict(args) -> int:
+    from .share import load_run
+
+    table = load_run(args.run_dir).predict(
+        list(args.inputs), batch_size=args.batch_size, threshold=args.threshold
+    )
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"{len(table)} predictions: {args.out}")
+    else:
+        print(table.to_string(index=False, max_cols=12))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .share import export_run
+
+    out = export_run(args.run_dir, args.out, args.format, overwrite=args.overwrite)
+    print(f"exported ({args.format}): {out}  (model card: {out / 'README.md'})")
+    return 0
+
+
 def _cmd_methods(args) -> int:
     import petl_kit as pk
 
@@ -237,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report, "demo": _cmd_demo,
-                "crossval": _cmd_crossval, "methods": _cmd_methods,
+                "crossval": _cmd_crossval, "predict": _cmd_predict, "export": _cmd_export,
+                "methods": _cmd_methods,
                 "params": _cmd_params}  # fmt: skip
     try:
         return handlers[args.command](args)

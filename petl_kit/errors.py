@@ -13,8 +13,9 @@ __all__ = [
     "ConfigError",
     "DataWarning",
     "DatasetError",
-    "RunClaimed",
+    "ExportError",
     "MertCheckpointError",
+    "RunClaimed",
     "RunFailed",
 ]
 
@@ -38,6 +39,10 @@ class DatasetError(ValueError):
 class DataWarning(UserWarning):
     """Data a run can use but whose results cover less than it seems (a class absent from val or
     test, files an audiofolder skipped); also recorded in the run's ``metrics.json``."""
+
+
+class ExportError(ValueError):
+    """A run cannot be exported in the asked format; the message says why and which format can."""
 
 
 class AudioError(ValueError):

@@ -141,6 +141,7 @@ def write_artefacts(result, method: str, *, probe_cache: bool, status: str) -> N
     # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger
     write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
     save_trained(model, run_dir / "weights")
+    write_json(run_dir / "labels.json", list(splits.classes))  # class names: predict, export
     fig = plots.learning_curves(fr.history)
     fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
