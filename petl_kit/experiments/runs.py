@@ -35,6 +35,7 @@ from ..errors import RunFailed
 from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
     load_params_file,
     notebook_parameters,
+    notebook_trains,
     resolve_params,
     type_matches,
     validate_params,
@@ -310,7 +311,10 @@ def run_notebook(
 
     Raises:
         ConfigError for invalid params (before any folder is made); :class:`RunFailed` when the
-        notebook raises (its ``metrics.json`` says ``failed``, the executed notebook is kept).
+        notebook raises (its ``metrics.json`` says ``failed``, the executed notebook is kept),
+        or when a training notebook wrote no completed ``metrics.json``. An analysis notebook
+        (metadata ``petl_kit.trains`` false: :func:`notebook_trains`) that runs to the end is
+        recorded ``completed`` with ``trains: false`` and no scores.
     """
     import papermill as pm
 
@@ -321,6 +325,7 @@ def run_notebook(
     if experiment is not None:
         params["experiment"] = experiment
     validate_params(notebook, params, source=source)
+    trains = notebook_trains(notebook)  # False: an analysis notebook, judged by its execution
     resolved = resolve_params(notebook, params)
     experiment = resolved.get("experiment") or "scratch"
     name = name or resolved.get("method") or notebook.stem
@@ -344,6 +349,10 @@ def run_notebook(
         _record_failure(run_dir, err, output)
         raise RunFailed(f"{notebook} failed: {_error_text(err)}; see {output}", run_dir) from err
     metrics = read_json(run_dir / "metrics.json") or {}
+    if not trains and metrics.get("status") in (None, "queued"):  # ran to the end: no scores
+        write_json(run_dir / "metrics.json", {"status": "completed", "trains": False,
+                                              "notebook": str(output)})  # fmt: skip
+        return run_dir
     if metrics.get("status") != "completed":  # the notebook never called run_experiment
         _record_failure(
             run_dir, RuntimeError("the notebook wrote no completed metrics.json"), output
