@@ -257,7 +257,9 @@ def _train(result: RunResult, method: str) -> None:
     # FLOPs, inference latency (and merged latency) on one test batch: efficiency.run_ledger
     write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
     save_trained(model, run_dir / "weights")
-    fig = plots.learning_curves(fr.history)
+    fig = plots.learning_curves(
+        fr.history, chance=plots.chance_level(splits.task, len(splits.classes))
+    )
     fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     started = (read_json(run_dir / "metrics.json") or {}).get("started")
