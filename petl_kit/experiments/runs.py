@@ -49,10 +49,11 @@ COMMON_KEYS = (
 )  # fmt: skip
 # Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache,
 # backbone-output cache (linear probing: the frozen backbone runs once per clip); encoder depth,
-# head and layer aggregation (music probing: build_model's arguments).
+# head and layer aggregation (music probing: build_model's arguments); the clip length in seconds
+# (instead of max_length: data.clip_length).
 OPTIONAL_KEYS = (
     "n_per_class", "pooling", "freq_mask", "time_mask", "cache", "probe_cache",
-    "encoder_depth", "head", "layer_aggregation",
+    "encoder_depth", "head", "layer_aggregation", "clip_seconds",
 )  # fmt: skip
 
 
@@ -184,6 +185,7 @@ def _train(result: RunResult, method: str) -> None:
     from ..backbones.registry import get_family
     from ..config import build
     from ..data import SpecAugment, load_dataset
+    from ..data.clip_length import run_length
     from ..efficiency import count_parameters, run_ledger
     from ..methods import config_keys
     from ..model import build_model, save_trained
@@ -198,11 +200,15 @@ def _train(result: RunResult, method: str) -> None:
     if result.splits is None:
         result.splits = load_dataset(p["dataset"], p["data_path"], **dataset_options(p))
     splits = result.splits
-    fbank = get_family(p["backbone"]).input_kind == "fbank"
+    family = get_family(p["backbone"])
+    fbank = family.input_kind == "fbank"
+    # clip_seconds or max_length (exactly one), in the family's frames or samples; logs the count
+    # of clips cut and padded
+    length = run_length(p, splits, input_kind=family.input_kind, sample_rate=family.sample_rate)
     result.model = model = build_model(
         backbone=p["backbone"],
         checkpoint=p["checkpoint"],
-        backbone_config={"max_length": p["max_length"]} if fbank else None,
+        backbone_config={"max_length": length} if fbank else None,
         num_classes=len(splits.classes),
         method=method,
         method_config={k: p[k] for k in config_keys(method) if k in p},
@@ -214,9 +220,7 @@ def _train(result: RunResult, method: str) -> None:
         head=p.get("head") or "linear",
         layer_aggregation=p.get("layer_aggregation") or "last",
     )
-    result.extractor = model.feature_extractor(
-        **({} if fbank else {"max_samples": p["max_length"]})
-    )
+    result.extractor = model.feature_extractor(**({} if fbank else {"max_samples": length}))
     masks = p.get("freq_mask") or 0, p.get("time_mask") or 0
     augment = SpecAugment(*masks) if fbank and any(masks) else None
     cache = {"cache": p["cache"]} if p.get("cache") is not None else {}
