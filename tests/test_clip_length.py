@@ -48,3 +48,11 @@ def test_a_run_takes_clip_seconds(tmp_path, monkeypatch, caplog, tiny_checkpoint
     assert "clip length 48 frames: 36 clips cut, 0 padded" in caplog.text
     with pytest.raises(ConfigError, match="set exactly one"):
         pk.run_experiment({**params, "max_length": 100})
+
+
+def test_splits_print_on_one_screen():
+    splits = pk.load_dataset("synthetic", n_per_class=250)  # 3,000 clips
+    text = repr(splits)
+    assert len(text) < 400 and len(text.splitlines()) == 3
+    assert "train 1800 / val 600 / test 600" in text and "16000 Hz" in text
+    assert "tone, up_chirp" in text and "… (12)" in text and "n_per_class=250" in text
