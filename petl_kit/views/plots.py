@@ -71,8 +71,8 @@ def learning_curves(
 ) -> Figure:
     """Losses (left) and every other logged metric (right) per epoch, train vs val.
 
-    Each metric has its colour and marker; a metric drawn on top of an equal one (accuracy and
-    balanced accuracy on balanced classes) keeps the one below visible (wider, paler line).
+    Each metric has its colour and marker; metrics with identical curves (accuracy and balanced
+    accuracy on balanced classes) share one line labelled with both names, so none is hidden.
     ``chance``: the accuracy of guessing (:func:`chance_level`), a dotted line on the right.
     """
     df = pd.DataFrame(history)
@@ -87,13 +87,22 @@ def learning_curves(
     colors = dict(zip(bases, sns.color_palette(n_colors=max(len(bases), 1)), strict=False))
     markers = dict(zip(bases, "osD^vP*X" * (len(bases) // 8 + 1), strict=False))
     for ax, group, label in ((axes[0], losses, "loss"), (axes[1], scores, "metric")):
-        for rank, col in enumerate(group):
+        # identical curves (accuracy and balanced accuracy on balanced classes) are drawn once,
+        # labelled with every name, so none hides under another
+        same: dict[str, list[str]] = {}
+        for col in group:
+            twin = next((k for k in same if np.allclose(df[k], df[col], equal_nan=True)), None)
+            if twin is None:
+                same[col] = [col]
+            else:
+                same[twin].append(col)
+        for rank, (col, names) in enumerate(same.items()):
             # one colour and marker per metric; train dashed, val solid; earlier lines wider
             base = col.split("_", 1)[-1]
             style = "--" if col.startswith("train") else "-"
-            width = 1.2 + 2.0 * (len(group) - 1 - rank) / max(len(group) - 1, 1)
+            width = 1.2 + 1.2 * (len(same) - 1 - rank) / max(len(same) - 1, 1)
             ax.plot(x, df[col], style, color=colors[base], marker=markers[base], lw=width,
-                    ms=3 + width, alpha=0.85, label=col, zorder=2 + rank)  # fmt: skip
+                    ms=3 + width, alpha=0.85, label=" = ".join(names), zorder=2 + rank)  # fmt: skip
         if ax is axes[1]:
             draw_chance(ax, chance)
         ax.set(xlabel="epoch", ylabel=label)
