@@ -10,14 +10,14 @@ export MPLBACKEND := Agg
 # Tiny models on a small shared CPU run fastest single-threaded (override by setting it yourself).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean hooks
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[lab,test]'
+	$(PY) -m pip install --quiet -e '.[lab,test,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format petl_kit tests benchmarks
 	$(VENV)/bin/ruff check --fix petl_kit tests benchmarks
+
+# git hooks from .pre-commit-config.yaml: notebooks stripped of outputs (cell tags kept), ruff
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install
 
 clean:
 	rm -rf $(VENV) .pytest_cache

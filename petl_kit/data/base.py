@@ -96,6 +96,11 @@ def stratified_split(
     return tuple(sorted(part) for part in out)  # type: ignore[return-value]
 
 
+def _short(value, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
 @dataclass
 class DatasetSplits:
     """A dataset as train/val/test lists of ``Clip``.
@@ -140,6 +145,18 @@ class DatasetSplits:
                         f"{self.name}: {split}[{i}] has a list label {clip.label} in a "
                         f"{self.task} task"
                     )
+
+    def __repr__(self) -> str:
+        """One screen whatever the size: sizes, classes (the first 8), rate, task, protocol."""
+        shown = ", ".join(self.classes[:8]) + (f", … ({len(self.classes)})" if len(self.classes) > 8
+                                               else "")  # fmt: skip
+        rate = f"{self.sample_rate} Hz" if self.sample_rate else "native rate unknown"
+        sizes = " / ".join(f"{s} {n}" for s, n in self.sizes().items())
+        info = [f"{k}={_short(v)}" for k, v in self.info.items() if not isinstance(v, (dict, list))]
+        return (
+            f"DatasetSplits({self.name!r}, {self.task}, {sizes}, {rate}\n"
+            f"  classes: {shown}\n  info: {', '.join(info) or '-'})"
+        )
 
     @property
     def num_classes(self) -> int:

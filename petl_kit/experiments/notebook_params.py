@@ -69,6 +69,23 @@ def notebook_parameters(path: str | Path) -> dict[str, dict[str, Any]]:
     return params
 
 
+def notebook_trains(path: str | Path) -> bool:
+    """Whether the notebook trains one run (writes a completed ``metrics.json`` through
+    ``run_experiment``): its metadata ``{"petl_kit": {"trains": false}}`` marks an analysis
+    notebook (data preparation, dashboards, comparisons), judged by its execution alone.
+    Without the field a notebook trains (every method notebook)."""
+    import nbformat
+
+    meta = nbformat.read(Path(path), as_version=4).metadata.get("petl_kit", {})
+    trains = meta.get("trains", True) if isinstance(meta, dict) else meta
+    if not isinstance(trains, bool):
+        raise ConfigError(
+            f"{path}: notebook metadata petl_kit.trains = {trains!r}; expected true or false "
+            '(e.g. "petl_kit": {"trains": false} for an analysis notebook)'
+        )
+    return trains
+
+
 _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),

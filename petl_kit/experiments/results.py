@@ -80,6 +80,9 @@ def run_row(run_dir: Path, protocol: dict | None = None) -> dict[str, Any]:
     protocol = sweep.get("protocol") or protocol or {}
     config = {k: v for k, v in {**params, **protocol}.items() if k not in _NOT_CONFIG}
     row = {"run_id": run_dir.name, "name": run_name(run_dir), "run_dir": str(run_dir)}
+    outer = read_json(run_dir.parent / "metrics.json") or {}
+    if outer.get("kind") == "compare" or outer.get("method") == "compare":
+        row["run_id"] = f"{run_dir.parent.name}/{run_dir.name}"  # compare-<id>/<method>
     if protocol and not sweep:  # fold<i>/ of a crossval folder: named after that folder
         outer = run_dir.parents[len(_nested_parts(run_dir)) - 1]
         rel = ".".join(_nested_parts(run_dir))
@@ -130,13 +133,20 @@ def _nested_parts(run_dir: Path) -> list[str]:
 
 
 def _run_dirs(root: Path):
-    """``(run folder, protocol)``: the experiment's run folders, and the per-fold / per-episode
-    runs inside ``petl_kit.crossval`` folders (whose own metrics.json is an aggregate)."""
+    """``(run folder, protocol)``: the experiment's run folders, the per-fold / per-episode
+    runs inside ``petl_kit.crossval`` folders (whose own metrics.json is an aggregate) and the
+    per-method runs inside a music comparison's ``compare-<id>/`` (``kind: "compare"``)."""
     for folder in sorted(root.glob("*/")) if root.is_dir() else []:
         metrics = read_json(folder / "metrics.json")
         if metrics is None and not (folder / "metrics.json").is_file():
             continue
-        if (metrics or {}).get("kind") not in ("cv", "fewshot"):
+        kind = (metrics or {}).get("kind")
+        if kind == "compare" or (metrics or {}).get("method") == "compare":
+            # music_compare (older folders say only method "compare"): one run per method
+            for found in sorted(folder.glob("*/metrics.json")):
+                yield found.parent, None
+            continue
+        if kind not in ("cv", "fewshot"):
             yield folder, None
             continue
         for found in sorted(folder.rglob("fold*/metrics.json")):

@@ -39,6 +39,7 @@ from . import claims, steps
 from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
     load_params_file,
     notebook_parameters,
+    notebook_trains,
     resolve_params,
     type_matches,
     validate_params,
@@ -53,10 +54,10 @@ COMMON_KEYS = (
 # Keys a notebook may add: synthetic set size, pooling, SpecAugment widths (0 = off), feature cache,
 # backbone-output cache (linear probing: the frozen backbone runs once per clip); encoder depth,
 # head and layer aggregation (music probing: build_model's arguments); fold (a csv manifest's
-# fold label to test on).
+# fold label to test on); the clip length in seconds (instead of max_length: data.clip_length).
 OPTIONAL_KEYS = (
     "n_per_class", "pooling", "freq_mask", "time_mask", "cache", "probe_cache",
-    "encoder_depth", "head", "layer_aggregation", "fold",
+    "encoder_depth", "head", "layer_aggregation", "fold", "clip_seconds",
 )  # fmt: skip
 
 
@@ -255,7 +256,10 @@ def run_notebook(
 
     Raises:
         ConfigError for invalid params (before any folder is made); :class:`RunFailed` when the
-        notebook raises (its ``metrics.json`` says ``failed``, the executed notebook is kept).
+        notebook raises (its ``metrics.json`` says ``failed``, the executed notebook is kept),
+        or when a training notebook wrote no completed ``metrics.json``. An analysis notebook
+        (metadata ``petl_kit.trains`` false: :func:`notebook_trains`) that runs to the end is
+        recorded ``completed`` with ``trains: false`` and no scores.
     """
     import papermill as pm
 
@@ -280,6 +284,7 @@ def run_notebook(
     write_json(run_dir / "run.json", {"notebook": str(notebook), "name": name,
                                       "experiment": experiment, "source": source})  # fmt: skip
     output = run_dir / notebook.name
+    trains = notebook_trains(notebook)  # False: an analysis notebook, judged by its execution
     try:
         with _kernel_env(PETL_KIT_PROGRESS="0", HF_HUB_DISABLE_PROGRESS_BARS="1",
                          **{claims.HANDOFF_ENV: str(run_dir)}):  # fmt: skip
@@ -295,6 +300,10 @@ def run_notebook(
         _record_failure(run_dir, err, output)
         raise RunFailed(f"{notebook} failed: {_error_text(err)}; see {output}", run_dir) from err
     metrics = read_json(run_dir / "metrics.json") or {}
+    if not trains and metrics.get("status") in (None, "queued"):  # ran to the end: no scores
+        write_json(run_dir / "metrics.json", {"status": "completed", "trains": False,
+                                              "notebook": str(output)})  # fmt: skip
+        return run_dir
     if metrics.get("status") == "trained":  # the executed notebook is saved: now it counts
         metrics["status"] = "completed"
         write_json(run_dir / "metrics.json", metrics)

@@ -47,15 +47,20 @@ def load_data(result, options: dict[str, Any]) -> None:
 def build(result, method: str) -> None:
     """``result.model`` and ``result.extractor`` as the params say."""
     from ..backbones.registry import get_family
+    from ..data.clip_length import run_length
     from ..methods import config_keys
     from ..model import build_model
 
     p, splits = result.params, result.splits
-    fbank = get_family(p["backbone"]).input_kind == "fbank"
+    family = get_family(p["backbone"])
+    fbank = family.input_kind == "fbank"
+    # clip_seconds or max_length (exactly one), in the family's frames or samples; logs the count
+    # of clips cut and padded
+    length = run_length(p, splits, input_kind=family.input_kind, sample_rate=family.sample_rate)
     result.model = model = build_model(
         backbone=p["backbone"],
         checkpoint=p["checkpoint"],
-        backbone_config={"max_length": p["max_length"]} if fbank else None,
+        backbone_config={"max_length": length} if fbank else None,
         num_classes=len(splits.classes),
         method=method,
         method_config={k: p[k] for k in config_keys(method) if k in p},
@@ -67,9 +72,7 @@ def build(result, method: str) -> None:
         head=p.get("head") or "linear",
         layer_aggregation=p.get("layer_aggregation") or "last",
     )
-    result.extractor = model.feature_extractor(
-        **({} if fbank else {"max_samples": p["max_length"]})
-    )
+    result.extractor = model.feature_extractor(**({} if fbank else {"max_samples": length}))
 
 
 def make_loaders(result, train_cfg) -> None:
@@ -142,7 +145,9 @@ def write_artefacts(result, method: str, *, probe_cache: bool, status: str) -> N
     write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
     save_trained(model, run_dir / "weights")
     write_json(run_dir / "labels.json", list(splits.classes))  # class names: predict, export
-    fig = plots.learning_curves(fr.history)
+    fig = plots.learning_curves(
+        fr.history, chance=plots.chance_level(splits.task, len(splits.classes))
+    )
     fig.savefig(run_dir / "learning_curves.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     started = (read_json(run_dir / "metrics.json") or {}).get("started")

@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 _SKIP = {"epoch", "lr", "epoch_seconds", "step", "steps"}
 
@@ -20,6 +21,24 @@ def _array(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=float)
+
+
+def chance_level(task: str, num_classes: int) -> float | None:
+    """Accuracy of guessing one class uniformly at random: ``1 / num_classes`` for single-label
+    tasks (``multiclass``, ``key``); None where accuracy is not the score (multilabel, tempo)."""
+    return 1.0 / num_classes if task in ("multiclass", "key") and num_classes > 0 else None
+
+
+def draw_chance(ax, chance: float | None) -> None:
+    """A dotted horizontal line at the chance level, labelled (nothing when ``chance`` is None)."""
+    if chance is not None:
+        ax.axhline(chance, ls=":", color="0.4", lw=1.2, label=f"chance ({chance:.3f})", zorder=1)
+
+
+def log_scale_fits(values) -> bool:
+    """A log axis only for positive values spanning at least an order of magnitude."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return bool(len(v)) and bool((v > 0).all()) and v.max() / v.min() >= 10
 
 
 def waveform(wave, sr: int, *, title: str = "") -> Figure:
@@ -47,8 +66,15 @@ def fbank(features, *, hop_ms: float = 10.0, title: str = "") -> Figure:
     return fig
 
 
-def learning_curves(history: Sequence[dict] | pd.DataFrame, *, title: str = "") -> Figure:
-    """Losses (left) and every other logged metric (right) per epoch, train vs val."""
+def learning_curves(
+    history: Sequence[dict] | pd.DataFrame, *, title: str = "", chance: float | None = None
+) -> Figure:
+    """Losses (left) and every other logged metric (right) per epoch, train vs val.
+
+    Each metric has its colour and marker; metrics with identical curves (accuracy and balanced
+    accuracy on balanced classes) share one line labelled with both names, so none is hidden.
+    ``chance``: the accuracy of guessing (:func:`chance_level`), a dotted line on the right.
+    """
     df = pd.DataFrame(history)
     if df.empty:
         raise ValueError("learning_curves: the history is empty")
@@ -59,14 +85,29 @@ def learning_curves(history: Sequence[dict] | pd.DataFrame, *, title: str = "") 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     bases = list(dict.fromkeys(c.split("_", 1)[-1] for c in cols))  # 'val_accuracy' -> 'accuracy'
     colors = dict(zip(bases, sns.color_palette(n_colors=max(len(bases), 1)), strict=False))
+    markers = dict(zip(bases, "osD^vP*X" * (len(bases) // 8 + 1), strict=False))
     for ax, group, label in ((axes[0], losses, "loss"), (axes[1], scores, "metric")):
+        # identical curves (accuracy and balanced accuracy on balanced classes) are drawn once,
+        # labelled with every name, so none hides under another
+        same: dict[str, list[str]] = {}
         for col in group:
-            # one colour per metric; train dashed, val solid
+            twin = next((k for k in same if np.allclose(df[k], df[col], equal_nan=True)), None)
+            if twin is None:
+                same[col] = [col]
+            else:
+                same[twin].append(col)
+        for rank, (col, names) in enumerate(same.items()):
+            # one colour and marker per metric; train dashed, val solid; earlier lines wider
+            base = col.split("_", 1)[-1]
             style = "--" if col.startswith("train") else "-"
-            color = colors[col.split("_", 1)[-1]]
-            ax.plot(x, df[col], style, color=color, marker="o", ms=3, label=col)
+            width = 1.2 + 1.2 * (len(same) - 1 - rank) / max(len(same) - 1, 1)
+            ax.plot(x, df[col], style, color=colors[base], marker=markers[base], lw=width,
+                    ms=3 + width, alpha=0.85, label=" = ".join(names), zorder=2 + rank)  # fmt: skip
+        if ax is axes[1]:
+            draw_chance(ax, chance)
         ax.set(xlabel="epoch", ylabel=label)
-        if group:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.lines:
             ax.legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
@@ -82,8 +123,10 @@ def accuracy_vs_params(
     x: str = "trainable_params",
     label: str = "method",
     title: str = "",
+    chance: float | None = None,
 ) -> Figure:
-    """Trainable parameters (log x) against a test score, one labelled point per row.
+    """Trainable parameters against a test score, one labelled point per row (log x when the
+    counts span an order of magnitude; ``chance``: a dotted line at the guessing score).
 
     ``df``: one row per method, e.g. :func:`petl_kit.report.summary_table`. ``y`` defaults to the
     first ``test_*`` column; a ``<y>_std`` column, when present, draws error bars.
@@ -103,11 +146,17 @@ def accuracy_vs_params(
         ax.errorbar(row[x], row[y], yerr=err, fmt="o", ms=8, color=palette[i], capsize=3)
         ax.annotate(str(row[label]), (row[x], row[y]), xytext=(6, 5), textcoords="offset points",
                     fontsize=9)  # fmt: skip
-    ax.set_xscale("log")
-    ax.set(xlabel="trainable parameters (log scale)", ylabel=y.replace("_", " "), title=title)
-    ax.grid(True, which="major", alpha=0.3)
+    draw_chance(ax, chance)
+    log = log_scale_fits(df[x])
     lo, hi = df[x].min(), df[x].max()
-    ax.set_xlim(lo / 2, hi * 3)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 2, hi * 3)
+    xlabel = "trainable parameters" + (" (log scale)" if log else "")
+    ax.set(xlabel=xlabel, ylabel=y.replace("_", " "), title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    if chance is not None:
+        ax.legend(fontsize=8, frameon=False)
     sns.despine(fig)
     fig.tight_layout()
     return fig
@@ -157,11 +206,15 @@ def pareto_plot(
     cost: str = "trainable_params",
     score: str | None = None,
     label: str | None = "method",
-    log: bool = True,
+    log: bool | None = None,
     xlabel: str | None = None,
     title: str = "",
+    chance: float | None = None,
 ) -> Figure:
-    """Cost (x, log scale) against score (y) with the Pareto front highlighted.
+    """Cost (x) against score (y) with the Pareto front highlighted.
+
+    ``log`` None: a log x axis when the costs span an order of magnitude (:func:`log_scale_fits`);
+    ``chance``: a dotted line at the guessing score.
 
     ``df``: one row per run or per method (e.g. :func:`petl_kit.report.summary_table`); the front
     (:func:`petl_kit.efficiency.pareto_front`: lower cost, higher score) is drawn as coloured
@@ -191,7 +244,9 @@ def pareto_plot(
         for _, row in data.iterrows():
             ax.annotate(str(row[label]), (row[cost], row[score]), xytext=(5, 4),
                         textcoords="offset points", fontsize=8)  # fmt: skip
-    if log and (data[cost] > 0).all():
+    draw_chance(ax, chance)
+    use_log = log_scale_fits(data[cost]) if log is None else log and (data[cost] > 0).all()
+    if use_log:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel or cost.replace("_", " "), ylabel=score.replace("_", " "), title=title)
     ax.legend(fontsize=8, frameon=False)
@@ -214,8 +269,10 @@ def overlaid_curves(
     *,
     metric: str = "val_accuracy",
     title: str = "",
+    chance: float | None = None,
 ) -> Figure:
-    """One line per run of ``metric`` (a ``history.csv`` column) against the epoch.
+    """One line per run of ``metric`` (a ``history.csv`` column) against the epoch (integer
+    ticks; ``chance``: a dotted line at the guessing score).
 
     ``histories``: ``{run label: history}``; runs without the column are skipped (named in the
     legend title), so a mixed selection still draws.
@@ -231,7 +288,9 @@ def overlaid_curves(
         x = df["epoch"] if "epoch" in df else range(1, len(df) + 1)
         ax.plot(x, df[metric], marker="o", ms=3, color=color, label=str(name))
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ax.lines:
+        draw_chance(ax, chance)
         note = f"no {metric}: {', '.join(map(str, missing))}" if missing else None
         ax.legend(fontsize=8, frameon=False, title=note, title_fontsize=7,
                   bbox_to_anchor=(1.0, 1.0), loc="upper left")  # fmt: skip
