@@ -171,7 +171,7 @@ start_db() {
       --bind-address=127.0.0.1 --pid-file="$DIR/run/mariadbd.pid" \
       --log-error="$DIR/log/mariadbd.log" --innodb-buffer-pool-size=64M \
       --skip-log-bin >/dev/null 2>&1 &
-    wait_for mariadbd 60 sql -e "SELECT 1"
+    wait_for mariadbd 60 mariadb --socket="$DB_SOCKET" -u root -e "SELECT 1"
   fi
   sql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'petl-slurm';
