@@ -177,14 +177,15 @@ def end_record(job, over: str, spec_name: str, run_dir: Path, timeout_s: float, 
         over = "RESULT" if job.paths.result_pickle.exists() else over
     record = {"name": spec_name, "status": "failed", "run_dir": Path(run_dir), "seconds": 0.0,
               "error": None}  # fmt: skip
+    own = False  # the worker returned its own record (it wrote the run folder)
     if over == "RESULT":
         try:
-            record = job.result()
+            record, own = job.result(), True
         except Exception as err:  # the worker died outside run_spec
             record["error"] = f"the worker died: {type(err).__name__}: {str(err)[-1000:]}"
-        if record["status"] == "completed":
+        if own and record["status"] == "completed":
             return record
-        over = final_state(job_id, query, wait_s) or "RESULT"
+        over = final_state(job_id, query, wait_s) or ("RESULT" if own else "FAILED")
     if over == "CANCELLED":  # also a notebook whose kernel died of the cancellation
         status, error = "cancelled", f"Slurm job {job_id} was cancelled"
     elif over == UNKNOWN:
@@ -193,7 +194,7 @@ def end_record(job, over: str, spec_name: str, run_dir: Path, timeout_s: float, 
             f"state unknown: Slurm job {job_id} left no result and the cluster has not "
             f"known it for {timeout_s:g} s (executor.state_timeout_s); given up on"
         )
-    elif over == "RESULT" or over == "COMPLETED" and record["error"]:
+    elif own:
         return record  # the worker's own failure, recorded by the worker
     else:
         status, error = "failed", record["error"] or f"Slurm job {job_id} ended {over}"

@@ -109,6 +109,8 @@ def test_a_dropped_job_is_given_up_on_after_the_timeout(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == metrics["status"] == "failed"
     assert metrics["error"].startswith("state unknown: Slurm job 9") and "30 s" in metrics["error"]
+    record = slurm.end_record(FakeJob("9", tmp_path), "TIMEOUT", "r", run_dir, 30)
+    assert (record["status"], record["error"]) == ("failed", "Slurm job 9 ended TIMEOUT")
     record = slurm.end_record(FakeJob("9", tmp_path), "CANCELLED", "r", run_dir, 30)
     assert record["status"] == "cancelled"
     assert json.loads((run_dir / "metrics.json").read_text())["slurm_state"] == "CANCELLED"
