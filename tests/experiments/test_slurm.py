@@ -161,7 +161,6 @@ def cancel_when_running(outputs: Path, experiment: str, pattern: str, text: str 
         while time.monotonic() < deadline:
             for m in (outputs / experiment).glob(pattern):
                 if text in m.read_text():
-                    time.sleep(2)
                     subprocess.run(["scancel", "-n", f"petl-{experiment}", "-t", "RUNNING"])
                     return
             time.sleep(0.3)
@@ -184,7 +183,7 @@ def test_sweep_on_slurm_completed_failed_cancelled_resumed(
             {"notebook": "notebooks/10_linear.ipynb", "name": "ok", "params": {"epochs": 1}},
             {"notebook": "notebooks/10_linear.ipynb", "name": "broken",
              "params": {"epochs": 1, "dataset": "no_such"}},
-            {"notebook": "notebooks/10_linear.ipynb", "name": "slow", "params": {"epochs": 25}},
+            {"notebook": "notebooks/10_linear.ipynb", "name": "slow", "params": {"epochs": 60}},
         ],
     })  # fmt: skip
     watcher = cancel_when_running(outputs, "sl", "slow-*/metrics.json", '"running"')
