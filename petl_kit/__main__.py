@@ -115,15 +115,22 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="execute the notebooks (papermill) or call run_experiment directly",
     )
+    parser.add_argument("--slurm-partition", default=None, metavar="NAME",
+                        help="Slurm partition of every job (--executor slurm)")  # fmt: skip
+    parser.add_argument("--slurm-time-min", type=int, default=None, metavar="MINUTES",
+                        help="Slurm time limit of every job; --executor slurm needs it here or "
+                        "as timeout_min in the sweep's executor block")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                         help="override a parameter of every run (value read as YAML)")  # fmt: skip
 
 
 def _sweep_kwargs(args) -> dict:
+    slurm = {"slurm_partition": args.slurm_partition, "timeout_min": args.slurm_time_min}
     return dict(resume=not args.fresh, workers=args.workers, executor=args.executor,
                 runner=args.runner, progress=not args.no_progress,
-                overrides=parse_overrides(args.param))  # fmt: skip
+                overrides=parse_overrides(args.param),
+                executor_params={k: v for k, v in slurm.items() if v is not None})  # fmt: skip
 
 
 def parse_filters(items: list[str]) -> dict:
@@ -160,7 +167,7 @@ def _cmd_sweep(args) -> int:
     from .experiments.sweep import run_sweep
 
     records = run_sweep(args.file, **_sweep_kwargs(args))
-    return EXIT_FAILED if any(r["status"] == "failed" for r in records) else 0
+    return EXIT_FAILED if any(r["status"] in ("failed", "cancelled") for r in records) else 0
 
 
 def _cmd_report(args) -> int:

@@ -241,6 +241,6 @@ MERT = register_family(
         "mert", HubertConfig, HubertModel, SAMPLE_RATE, DEFAULT_CHECKPOINT,
         base_config=dict(MERT_V1_95M),
         load=load_local_folder(lambda folder, overrides: load_mert(folder, overrides)),
-        reference_train_mode=True,  # M6: the music reference trains with the whole model in train mode
+        reference_train_mode=True,  # M6: the music reference keeps the whole model in train mode
     )
 )  # fmt: skip

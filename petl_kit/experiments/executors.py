@@ -8,11 +8,17 @@ the next ``run_sweep`` runs it again in a fresh folder.
 
 submitit (``AutoExecutor``) is used when ``workers`` > 1 or an executor is named; at most
 ``workers`` jobs are in flight at a time, the same loop for ``local`` processes and ``slurm``.
-Its logs go to ``<outputs>/<experiment>/.submitit/``.
+Its logs go to ``<outputs>/<experiment>/.submitit/``. On ``slurm`` the end of each job is
+learnt from the controller as well (:mod:`petl_kit.experiments.slurm`): a cancelled job is
+recorded ``cancelled``, a job the cluster dropped without a result is given up on after
+``state_timeout_s`` (an executor option), a time limit is required and a missing partition is
+named before any run folder is made.
 """
 
 from __future__ import annotations
 
+import collections
+import shutil
 import time
 import traceback
 from collections import deque
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..errors import RunFailed
-from . import claims
+from . import claims, slurm
 from .crossval import protocol_run
 from .provenance import experiment_dir, new_run_dir, read_json, write_json
 from .runs import known_keys, run_experiment, run_notebook
@@ -30,16 +36,18 @@ if TYPE_CHECKING:
     from .plan import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")
-_OWN_KEYS = {"name", "workers", "poll_seconds"}
+_OWN_KEYS = {"name", "workers", "poll_seconds", "state_timeout_s"}
 
 
 def executor_options(block: Any, file: Path, *, workers: int | None = None,
-                     name: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """The sweep file's ``executor`` block (None, a name, or a mapping) with CLI overrides.
+                     name: str | None = None,
+                     params: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """The sweep file's ``executor`` block (None, a name, or a mapping) with CLI overrides;
+    ``params`` (``--slurm-partition``, ``--slurm-time-min``) are submitit options for ``slurm``.
 
     Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'poll_seconds':
-    float, 'submitit': {option: value}}``; ``name`` None (``none``) means: in this process, in
-    order.
+    float, 'state_timeout_s': float, 'submitit': {option: value}}``; ``name`` None (``none``)
+    means: in this process, in order. ``slurm`` needs a time limit (``timeout_min``).
     """
     block = {"name": block} if isinstance(block, str) else dict(block or {})
     if not all(isinstance(k, str) for k in block):
@@ -48,6 +56,7 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
         block["name"] = name
     if workers is not None:
         block["workers"] = workers
+    block.update(params or {})
     n = block.get("workers", 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"{file}: executor.workers = {n!r}; expected an int >= 1")
@@ -57,8 +66,17 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
     if chosen not in (None, *EXECUTORS):
         raise ConfigError(f"{file}: executor {chosen!r}; valid: none, {', '.join(EXECUTORS)}")
     opts = {k: v for k, v in block.items() if k not in _OWN_KEYS}
+    if params and chosen != "slurm":
+        raise ConfigError(f"{file}: {', '.join(sorted(params))} from the command line need the "
+                          "slurm executor (--executor slurm); the executor is "
+                          f"{chosen or 'none'}")  # fmt: skip
+    if chosen == "slurm":
+        slurm.check_time_limit(opts, f"{file}")
+    timeout = block.get("state_timeout_s", slurm.STATE_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"{file}: executor.state_timeout_s = {timeout!r}; expected seconds > 0")
     return {"name": chosen, "workers": n, "poll_seconds": float(block.get("poll_seconds", 0.5)),
-            "submitit": opts}  # fmt: skip
+            "state_timeout_s": float(timeout), "submitit": opts}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- one run
@@ -194,6 +212,8 @@ def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, An
     finally:
         bar.close()
     counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "skipped", "failed")}
+    counts.update({s: n for s, n in collections.Counter(r["status"] for r in records).items()
+                   if s not in counts})  # cancelled (Slurm), ...  # fmt: skip
     say("sweep done: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return records
 
@@ -209,6 +229,9 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
 
     if not pending:
         return
+    on_slurm = options["name"] == "slurm"
+    if on_slurm:  # before any run folder is made
+        slurm.check_partition(options["submitit"].get("slurm_partition"))
     folder = experiment_dir(specs[0].experiment) / ".submitit"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=options["name"])
     try:
@@ -217,6 +240,7 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
     except (ValueError, TypeError, NameError) as err:  # submitit names bad keys by NameError
         raise ConfigError(f"executor options {sorted(options['submitit'])}: {err}") from err
     say(f"submitit {options['name']} executor, {options['workers']} worker(s), logs in {folder}")
+    states = slurm.JobStates(options["state_timeout_s"]) if on_slurm else None
     queue, running = deque(pending), {}
     try:
         while queue or running:
@@ -225,14 +249,30 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
                 run_dir = start(i)
                 if run_dir is None:
                     continue
-                job = executor.submit(run_spec, specs[i], run_dir)
+                try:
+                    job = executor.submit(run_spec, specs[i], run_dir)
+                except Exception as err:  # refused: no `queued` folder is left behind
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    claims.release_key(specs[i].experiment, specs[i].key)
+                    if on_slurm and isinstance(err, submitit.core.utils.FailedJobError):
+                        raise slurm.submit_error(err, options["submitit"]) from err
+                    raise
                 running[job.job_id] = (job, i, run_dir)
-            ready = [key for key, (job, _, _) in running.items() if job.done()]
+            if states is None:
+                ready = {key: None for key, (job, _, _) in running.items() if job.done()}
+            else:
+                states.update([str(key) for key in running])
+                ready = {key: states.over(job) for key, (job, _, _) in running.items()}
+                ready = {key: over for key, over in ready.items() if over is not None}
             if not ready:
                 time.sleep(options["poll_seconds"])
-            for key in ready:
+            for key, over in ready.items():
                 job, i, run_dir = running.pop(key)
-                finished(i, _result(job, specs[i], run_dir))
+                if over is None:
+                    finished(i, _result(job, specs[i], run_dir))
+                else:
+                    finished(i, slurm.end_record(job, over, specs[i].name, run_dir,
+                                                 options["state_timeout_s"]))  # fmt: skip
     except BaseException:
         for job, i, run_dir in running.values():  # stop the workers; their runs stay unfinished
             job.cancel(check=False)

@@ -47,7 +47,9 @@ skips what the first holds). A resumed sweep marks the runs whose process died `
 (:mod:`petl_kit.experiments.claims`) and reruns them. ``workers`` > 1 or an ``executor`` sends runs
 to submitit (``AutoExecutor``; ``name``: ``local`` (processes on this machine), ``slurm`` (with
 any submitit option: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...) or ``debug``),
-at most ``workers`` at a time — one code path for a laptop and a cluster; ``none`` runs them in
+at most ``workers`` at a time — one code path for a laptop and a cluster (``slurm`` needs
+``timeout_min``; ``state_timeout_s``, default 120: a job the cluster dropped without a result is
+given up on after it; a cancelled job is recorded ``cancelled``); ``none`` runs them in
 this process, one after another (the default). ``runner: papermill`` keeps each executed notebook
 in its run folder; ``inprocess`` skips the kernel start (a few seconds a run) and the notebook.
 
@@ -151,18 +153,21 @@ def run_sweep(
     executor: str | None = None,
     runner: str | None = None,
     overrides: dict | None = None,
+    executor_params: dict | None = None,
     log: Callable[[str], Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every run of the sweep (module docstring); ``workers``/``executor``/``runner``
-    override the file's, ``overrides`` every run's parameters.
+    override the file's, ``overrides`` every run's parameters, ``executor_params`` (submitit
+    options such as ``slurm_partition``, ``timeout_min``; slurm only) the executor block's.
 
     Returns one record per run, in plan order: ``{'name', 'status': 'completed' | 'skipped' |
-    'failed', 'run_dir', 'seconds', 'error'}``.
+    'failed' | 'cancelled', 'run_dir', 'seconds', 'error'}``.
     """
     specs = plan_sweep(file, runner=runner, overrides=overrides)
     options = executor_options(read_sweep(Path(file)).get("executor"), Path(file),
-                               workers=workers, name=executor)  # fmt: skip
+                               workers=workers, name=executor,
+                               params=executor_params)  # fmt: skip
     if resume and specs:  # runs killed with their sweep: recorded, then rerun in fresh folders
         for run_dir in mark_interrupted(specs[0].experiment):
             (log or print)(f"interrupted earlier (its process is gone): {run_dir}")

@@ -149,12 +149,13 @@ def test_executor_options_from_file_and_command_line():
     f = Path("s.yaml")
     assert executor_options(None, f)["name"] is None  # default: in this process
     assert executor_options(None, f, workers=3) == {
-        "name": "local", "workers": 3, "poll_seconds": 0.5, "submitit": {}
+        "name": "local", "workers": 3, "poll_seconds": 0.5, "state_timeout_s": 120.0, "submitit": {}
     }  # fmt: skip
-    block = {"name": "slurm", "workers": 20, "slurm_partition": "gpu", "gpus_per_node": 1}
+    block = {"name": "slurm", "workers": 20, "slurm_partition": "gpu", "gpus_per_node": 1,
+             "timeout_min": 30}  # fmt: skip
     opts = executor_options(block, f)
     assert (opts["name"], opts["workers"]) == ("slurm", 20)
-    assert opts["submitit"] == {"slurm_partition": "gpu", "gpus_per_node": 1}
+    assert opts["submitit"] == {"slurm_partition": "gpu", "gpus_per_node": 1, "timeout_min": 30}
     assert executor_options(block, f, name="none")["name"] is None  # --executor none
     assert executor_options("debug", f)["name"] == "debug"
 
