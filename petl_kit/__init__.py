@@ -23,7 +23,7 @@ from .data import list_datasets, load_dataset
 from .efficiency import count_parameters, flops_per_example, pareto_front
 
 # Runs: notebook parameters, run folders, headless execution, sweeps, results and reports.
-from .experiments.provenance import new_run_dir
+from .experiments.claims import new_run_dir
 from .experiments.report import collect_results, write_report
 from .experiments.results import aggregate_results, filter_results, paper_table
 from .experiments.runs import (

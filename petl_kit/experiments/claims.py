@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunClaimed
-from .provenance import experiment_dir, read_json, write_json
+from .provenance import check_segment, experiment_dir, read_json, write_json
 
 LOCK = "run.lock"
 CLAIMS = ".claims"
@@ -231,3 +231,24 @@ def pause_point(name: str) -> None:
         return
     Path(os.environ.get("PETL_KIT_OUTPUTS") or ".", f"paused-{name}").write_text(str(os.getpid()))
     time.sleep(120)
+
+
+def new_run_dir(experiment: str, name: str) -> Path:
+    """Create and return a fresh ``<outputs>/<experiment>/<name>-<YYYYmmdd-HHMMSS>-<4 hex>/``.
+
+    The folder is created with ``exist_ok=False``: a clash (same second, same random suffix)
+    draws a new suffix, so a run never writes into another run's folder; this process claims it
+    at once (``run.lock``, :func:`claim_dir`).
+    """
+    parent = experiment_dir(experiment)
+    check_segment(name, "run name")
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        folder = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        claim_dir(folder)
+        return folder
+    raise RuntimeError(f"could not create a new run folder under {parent}")

@@ -35,7 +35,8 @@ import yaml
 
 from ..data import DATASETS, load_dataset, register_dataset
 from ..data.protocols import dataset_folds, few_shot, protocol, summarize
-from .provenance import new_run_dir, write_json, write_yaml
+from .claims import new_run_dir
+from .provenance import write_json, write_yaml
 from .runs import dataset_options
 
 __all__ = ["run_folds", "run_few_shot", "protocol_run", "aggregate", "main"]

@@ -25,11 +25,14 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from ..config import ConfigError
 from ..errors import RunFailed
 from . import claims, slurm
+from .claims import new_run_dir
 from .crossval import protocol_run
-from .provenance import experiment_dir, new_run_dir, read_json, write_json
+from .provenance import canonical, experiment_dir, read_json, write_json
 from .runs import known_keys, run_experiment, run_notebook
 
 if TYPE_CHECKING:
@@ -218,9 +221,23 @@ def run_specs(specs: list[RunSpec], done: dict[str, Path], options: dict[str, An
     return records
 
 
-def _completed(spec: RunSpec) -> Path | None:
-    from .sweep import completed_runs
+def completed_runs(experiment: str) -> dict[str, Path]:
+    """``{run key: run_dir}`` of the completed runs of ``experiment`` (:attr:`RunSpec.key`)."""
+    out = {}
+    root = experiment_dir(experiment)
+    for run_dir in sorted(root.glob("*/")) if root.is_dir() else []:
+        metrics = read_json(run_dir / "metrics.json") or {}
+        if metrics.get("status") != "completed":
+            continue
+        key = (read_json(run_dir / "sweep.json") or {}).get("key")
+        if key is None and (run_dir / "params.yaml").is_file():  # a run made outside a sweep
+            key = canonical(yaml.safe_load((run_dir / "params.yaml").read_text()) or {})
+        if key is not None:
+            out[key] = run_dir
+    return out
 
+
+def _completed(spec: RunSpec) -> Path | None:
     return completed_runs(spec.experiment).get(spec.key)
 
 

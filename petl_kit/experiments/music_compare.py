@@ -121,7 +121,8 @@ def compare_methods(splits, params: Mapping[str, Any], *, log=print) -> MusicCom
         ConfigError naming an unknown method and the valid ones, or a missing parameter.
     """
     from ..training.metrics import METRICS, primary_metric
-    from .provenance import new_run_dir, write_json
+    from .claims import new_run_dir
+    from .provenance import write_json
     from .runs import run_experiment
 
     p = _pick(params, COMPARE_KEYS, "compare_methods")

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import subprocess
 import sys
 import time
@@ -51,29 +50,6 @@ def check_segment(value: str, what: str) -> str:
 
 def experiment_dir(experiment: str) -> Path:
     return outputs_root() / check_segment(experiment, "experiment")
-
-
-def new_run_dir(experiment: str, name: str) -> Path:
-    """Create and return a fresh ``<outputs>/<experiment>/<name>-<YYYYmmdd-HHMMSS>-<4 hex>/``.
-
-    The folder is created with ``exist_ok=False``: a clash (same second, same random suffix)
-    draws a new suffix, so a run never writes into another run's folder; this process claims it
-    at once (``run.lock``, :func:`petl_kit.experiments.claims.claim_dir`).
-    """
-    parent = experiment_dir(experiment)
-    check_segment(name, "run name")
-    parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        folder = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        from .claims import claim_dir  # claims reads and writes through this module
-
-        claim_dir(folder)
-        return folder
-    raise RuntimeError(f"could not create a new run folder under {parent}")
 
 
 def run_name(run_dir: str | Path) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 from ..config import ConfigError
 from ..errors import RunFailed
 from . import claims, steps
+from .claims import new_run_dir
 from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
     load_params_file,
     notebook_parameters,
@@ -44,7 +45,7 @@ from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
     type_matches,
     validate_params,
 )
-from .provenance import new_run_dir, read_json, versions, write_json, write_yaml
+from .provenance import read_json, versions, write_json, write_yaml
 
 # Keys every method notebook has (design §4), plus `method` and `run_dir` (set by the runner).
 COMMON_KEYS = (

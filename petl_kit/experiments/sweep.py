@@ -66,11 +66,11 @@ import yaml
 
 from ..config import ConfigError
 from .claims import mark_interrupted
-from .executors import executor_options, run_specs
+from .executors import completed_runs, executor_options, run_specs
 
 # RUNNERS, RunSpec and method_notebook are part of the sweep API
 from .plan import RUNNERS, Planner, RunSpec, flat_params, method_notebook  # noqa: F401
-from .provenance import canonical, check_segment, experiment_dir, load_yaml, read_json
+from .provenance import check_segment, load_yaml
 
 _SWEEP_KEYS = {"experiment", "params", "runs", "grid", "runner", "executor"}
 
@@ -127,22 +127,6 @@ def read_sweep(file: Path) -> dict:
     if unknown:
         raise ConfigError(f"{file}: unknown key(s) {unknown}; valid: {sorted(_SWEEP_KEYS)}")
     return data
-
-
-def completed_runs(experiment: str) -> dict[str, Path]:
-    """``{run key: run_dir}`` of the completed runs of ``experiment`` (:attr:`RunSpec.key`)."""
-    out = {}
-    root = experiment_dir(experiment)
-    for run_dir in sorted(root.glob("*/")) if root.is_dir() else []:
-        metrics = read_json(run_dir / "metrics.json") or {}
-        if metrics.get("status") != "completed":
-            continue
-        key = (read_json(run_dir / "sweep.json") or {}).get("key")
-        if key is None and (run_dir / "params.yaml").is_file():  # a run made outside a sweep
-            key = canonical(yaml.safe_load((run_dir / "params.yaml").read_text()) or {})
-        if key is not None:
-            out[key] = run_dir
-    return out
 
 
 def run_sweep(

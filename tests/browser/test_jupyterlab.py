@@ -74,7 +74,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, browser):
     """JupyterLab serving a copy of notebooks/ with its own outputs/ (two experiments)."""
-    from tests.test_widgets import write_run
+    from tests.conftest import write_run
 
     root = tmp_path_factory.mktemp("lab")
     for notebook in ("30_compare.ipynb", "21_router_slots.ipynb"):

@@ -24,7 +24,7 @@ from petl_kit.experiments import slurm
 from petl_kit.experiments.executors import executor_options
 from petl_kit.experiments.results import collect_results
 from petl_kit.experiments.sweep import run_sweep
-from tests.test_runs import write_notebook
+from tests.conftest import write_notebook
 
 REPO = Path(__file__).resolve().parents[2]
 UP = REPO / ".ci" / "slurm_up.sh"

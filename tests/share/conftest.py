@@ -1,6 +1,7 @@
 """Runs of tiny backbones (saved checkpoints, so a run folder rebuilds them) shared by the
 share/ tests: each trains once per session in a few seconds."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,9 @@ def make_run(tiny_checkpoints, tmp_path_factory):
         return made[key]
 
     return make
+
+
+def tone(seconds, rate=16000, freq=440.0, seed=0):
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)

@@ -4,8 +4,7 @@ import pandas as pd
 import soundfile as sf
 
 from petl_kit.__main__ import main
-
-from .test_predict import tone
+from tests.share.conftest import tone
 
 
 def test_predict_writes_a_csv(make_run, tmp_path, capsys):

@@ -8,8 +8,7 @@ import torch
 
 import petl_kit as pk
 from petl_kit.errors import ExportError
-
-from .test_predict import tone
+from tests.share.conftest import tone
 
 
 @pytest.mark.parametrize("method", ["lora", "bitfit", "linear"])

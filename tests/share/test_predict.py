@@ -10,12 +10,7 @@ import torch
 import petl_kit as pk
 from petl_kit.errors import AudioError
 from petl_kit.training.metrics import evaluate
-
-
-def tone(seconds, rate=16000, freq=440.0, seed=0):
-    t = np.arange(int(seconds * rate)) / rate
-    noise = np.random.default_rng(seed).standard_normal(len(t))
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
+from tests.share.conftest import tone
 
 
 def test_run_folder_keeps_labels_and_load_run_reads_them(make_run):

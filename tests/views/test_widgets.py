@@ -6,39 +6,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from matplotlib import pyplot as plt
 
 from petl_kit.views import widgets
 from petl_kit.views.widgets import ALL, Dashboard
-
-
-def write_run(root, experiment, name, *, seed=0, dataset="synthetic", backbone="ast",
-              trainable=1000, score=0.5, metric="accuracy", gflops=1.0, status="completed",
-              nested_ledger=False, stamp="20260101-000000"):  # fmt: skip
-    """One run folder as run_experiment writes it: params, metrics, history, ledger."""
-    run_dir = root / experiment / f"{name}-{stamp}-{seed:02d}{len(name):02d}"
-    run_dir.mkdir(parents=True)
-    params = {"experiment": experiment, "method": name, "dataset": dataset, "backbone": backbone,
-              "seed": seed, "epochs": 3}  # fmt: skip
-    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
-    metrics = {"status": status, "method": name, "dataset": dataset, "backbone": backbone,
-               "task": "multiclass", "trainable_params": trainable, "total_params": 10**6,
-               "train_seconds": 2.0 + seed}  # fmt: skip
-    if status == "completed":
-        metrics.update(val={metric: score - 0.05}, test={metric: score})
-        curve = [score - 0.2, score - 0.1, score - 0.05]
-        history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.6],
-                                f"val_{metric}": curve})  # fmt: skip
-        history.to_csv(run_dir / "history.csv", index=False)
-        flops = {"total": gflops * 1e9, "method": 1e6}
-        ledger = {"stored_bytes": 4 * trainable, "flops_per_example": flops,
-                  "inference": {"ms_per_example": 0.5 * gflops}, "merged": None}  # fmt: skip
-        if not nested_ledger:
-            ledger.update(gflops=gflops, method_mflops=1.0, latency_ms=0.5 * gflops)
-        (run_dir / "ledger.json").write_text(json.dumps(ledger))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    return run_dir
+from tests.conftest import write_run
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from petl_kit.config import ConfigError
 from petl_kit.experiments.notebook_params import notebook_trains
 from petl_kit.experiments.sweep import run_sweep
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 PARAMS = 'experiment: str = "look"  # outputs/<experiment>/\nfail: bool = False\n'
 CODE = 'if fail:\n    raise ValueError("broken analysis")\nprint("looked")\n'

@@ -14,8 +14,7 @@ from PIL import Image
 
 from petl_kit.views import plots, widgets
 from petl_kit.views.widgets import Dashboard
-
-from .test_widgets import write_run
+from tests.conftest import write_run
 
 
 @pytest.fixture
