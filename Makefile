@@ -10,7 +10,7 @@ export MPLBACKEND := Agg
 # Tiny models on a small shared CPU run fastest single-threaded (override by setting it yourself).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-slurm lint format clean hooks
+.PHONY: install demo test test-browser test-slurm lint format clean hooks
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PETL_KIT_OUTPUTS=$$(mktemp -d) $(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks
+
+# JupyterLab driven by headless Chromium (Debian's chromium and chromium-driver): skipped without
+# them; CI sets CI_REQUIRE_BROWSER=1 so that they fail instead. `make test` runs them too.
+test-browser: $(STAMP)
+	PETL_KIT_OUTPUTS=$$(mktemp -d) $(PY) -m pytest -q -rs tests/browser
 
 # Sweeps through a real single-node Slurm cluster (.ci/slurm_up.sh starts it from the installed
 # Debian packages slurm-wlm munge slurmdbd mariadb-server; root, no systemd). Without sbatch the
