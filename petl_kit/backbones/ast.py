@@ -16,38 +16,60 @@ from ..config import ConfigError
 from ..errors import CheckpointError
 from .anatomy import AST_ANATOMY, CLS, DIST
 from .registry import Family, _from_pretrained, register_family, resolve_checkpoint
+from .strict import first
+
+POS = "embeddings.position_embeddings"
 
 FBANK_SHIFT_SECONDS = 0.01  # one fbank frame (Kaldi frame shift 10 ms)
 
 
 def load_ast(fam: Family, checkpoint, overrides: dict, pos_embed: str) -> ASTModel:
-    """Load AST weights at the checkpoint's own input size, then move them to the new one."""
+    """Load AST weights strictly at the checkpoint's own input size, then move them to the new
+    one; the position-embedding move is recorded in ``petl_load_report``."""
     ckpt = resolve_checkpoint(checkpoint)
     if pos_embed not in ("crop_interpolate", "zeros"):
         raise ConfigError(f"pos_embed={pos_embed!r}; valid: 'crop_interpolate', 'zeros'")
     source = _from_pretrained(fam, ckpt)
+    report = source.petl_load_report
     config = ASTConfig.from_dict({**source.config.to_dict(), **overrides})
     if config.to_dict() == source.config.to_dict():
         return source
     model = ASTModel(config)
     state = source.state_dict()
-    old_pos = state.pop("embeddings.position_embeddings")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"embeddings.position_embeddings"}:
+    old_pos = state.pop(POS)
+    target = model.state_dict()
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+              for k, v in state.items() if k in target and v.shape != target[k].shape]  # fmt: skip
+    if shapes:
         raise CheckpointError(
             f"checkpoint {ckpt!r} does not fit the AST config overrides {overrides}: "
-            f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            f"shape-mismatched keys {shapes[:8]}"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise CheckpointError(
+            f"checkpoint {ckpt!r} does not fit the AST config overrides {overrides}: unexpected "
+            f"keys {first(unexpected)}; to keep fewer blocks, load them all and pass "
+            "build_model(encoder_depth=N)"
         )
     new_grid = model.embeddings.get_shape(config)
+    old_grid = source.embeddings.get_shape(source.config)
     if tuple(old_pos.shape) == tuple(model.embeddings.position_embeddings.shape):
         new_pos = old_pos
-    elif pos_embed == "zeros":
-        new_pos = torch.zeros_like(model.embeddings.position_embeddings)  # quirk R1
     else:
-        old_grid = source.embeddings.get_shape(source.config)
-        new_pos = resize_ast_position_embeddings(old_pos, old_grid, new_grid)
+        if pos_embed == "zeros":
+            new_pos = torch.zeros_like(model.embeddings.position_embeddings)  # quirk R1
+        else:
+            new_pos = resize_ast_position_embeddings(old_pos, old_grid, new_grid)
+        report["position_embeddings"] = {
+            "key": POS, "from_grid": list(old_grid), "to_grid": list(new_grid), "how": pos_embed
+        }  # fmt: skip
     with torch.no_grad():
         model.embeddings.position_embeddings.copy_(new_pos)
+    new = sorted(set(missing) - {POS})
+    report["newly_initialised"] = sorted({*report["newly_initialised"], *new})
+    report["loaded"] = len(target) - len(report["newly_initialised"])
+    model.petl_load_report = report
     return model
 
 
@@ -123,5 +145,6 @@ AST = register_family(
             max_length=100,
         ),
         load=load_ast,
+        model_types=("audio-spectrogram-transformer",),
     )
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from transformers import HubertConfig, HubertModel
 from ..config import ConfigError
 from ..errors import MertCheckpointError
 from .registry import load_local_folder, register_family
+from .strict import new_report, unpickling_error
 from .wav2vec2 import frame_family
 
 SAMPLE_RATE = 24000
@@ -132,7 +134,10 @@ def read_state_dict(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     if safe.is_file():
         return load_file(str(safe)), safe
     if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True), binary
+        try:
+            return torch.load(binary, map_location="cpu", weights_only=True), binary
+        except pickle.UnpicklingError as err:  # a pickle with code is refused by weights_only
+            raise unpickling_error(str(binary), err) from err
     raise MertCheckpointError(
         f"MERT folder {folder} has no weights; expected model.safetensors or pytorch_model.bin"
     )
@@ -172,9 +177,11 @@ def load_mert(
     expected = set(model.state_dict())
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
+    report = new_report("mert", folder)
     if unexpected == [MASK_EMBED] and MASK_EMBED not in expected:
         unexpected = []  # M10: built without masking, the checkpoint's mask embedding is unused
         state.pop(MASK_EMBED)
+        report["dropped"][MASK_EMBED] = "masked-time embedding, unused: the config masks nothing"
     if missing or unexpected:
         hint = ""
         if unexpected and all(k.startswith("encoder.layers.") for k in unexpected):
@@ -192,6 +199,8 @@ def load_mert(
     if shapes:
         raise MertCheckpointError(f"{weights} has wrong shapes: {shapes[:5]}")
     model.load_state_dict(state, strict=True)
+    report["loaded"] = len(state)
+    model.petl_load_report = report
     return model.eval()
 
 
@@ -242,5 +251,6 @@ MERT = register_family(
         base_config=dict(MERT_V1_95M),
         load=load_local_folder(lambda folder, overrides: load_mert(folder, overrides)),
         reference_train_mode=True,  # M6: the music reference keeps the whole model in train mode
+        model_types=("mert_model", "hubert"),
     )
 )  # fmt: skip

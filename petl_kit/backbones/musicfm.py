@@ -32,6 +32,7 @@ is in :mod:`.musicfm_model`; this file reads the published checkpoints and regis
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -48,7 +49,8 @@ from .musicfm_model import (
     MusicFMModel,
     Res2dBlock,
 )
-from .registry import Family, load_local_folder, register_family
+from .registry import Family, _from_pretrained, load_local_folder, register_family
+from .strict import new_report, unpickling_error
 
 __all__ = [
     "MSD_MEL_MEAN",
@@ -105,7 +107,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     elif path.suffix in TORCH_SUFFIXES:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickles with code objects are refused by weights_only
+        except pickle.UnpicklingError as err:  # pickles with code are refused by weights_only
+            raise unpickling_error(str(path), err) from err
+        except Exception as err:
             raise CheckpointError(
                 f"cannot read {path} with torch.load(weights_only=True) "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
@@ -178,9 +182,9 @@ def load_musicfm(checkpoint: str | os.PathLike, **config_overrides) -> MusicFMMo
     depth = overrides.pop("num_hidden_layers", None)
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        model = MusicFMModel.from_pretrained(str(path), **overrides)
-        return slice_layers(model, depth) if depth else model
-    state, _ = transfer_state_dict(read_state_dict(path))
+        model = _from_pretrained(MUSICFM, str(path), **overrides)
+        return _sliced(model, depth)
+    state, dropped = transfer_state_dict(read_state_dict(path))
     config = MusicFMConfig(**{**overrides, "num_hidden_layers": checkpoint_layers(state)})
     model = MusicFMModel(config)
     expected = {k for k in model.state_dict() if not k.startswith("mel.")}
@@ -195,7 +199,23 @@ def load_musicfm(checkpoint: str | os.PathLike, **config_overrides) -> MusicFMMo
         model.load_state_dict(state, strict=False)  # every key checked above; mel is rebuilt
     except RuntimeError as err:
         raise CheckpointError(f"{path}: {err}; check the MusicFM backbone_config sizes") from err
-    return slice_layers(model, depth) if depth else model
+    model.petl_load_report = report = new_report("musicfm", path)
+    report["loaded"] = len(state)
+    report["dropped"] = {k: "pre-training part (spec §7.1)" for k in dropped}
+    return _sliced(model, depth)
+
+
+def _sliced(model: MusicFMModel, depth: int | None) -> MusicFMModel:
+    """Keep ``depth`` layers (M9), recording the loaded layers it drops in the load report."""
+    if not depth:
+        return model
+    keys = set(model.state_dict())
+    model = slice_layers(model, depth)
+    gone = keys - set(model.state_dict())
+    report = model.petl_load_report
+    report["dropped"].update({k: f"beyond num_hidden_layers={depth} (M9)" for k in gone})
+    report["loaded"] -= len(gone)
+    return model
 
 
 # a tiny random-weight MusicFM for tests and demos (1 s of audio -> 25 tokens of width 32)
@@ -239,6 +259,7 @@ MUSICFM = register_family(
         initialiser_inits_conv1d=True,
         reference_train_mode=True,  # M6: the music reference keeps the whole model in train mode
         tiny=dict(TINY),
+        model_types=("musicfm",),
         load=_load,
     )
 )

@@ -10,13 +10,23 @@ change any config field (e.g. ``max_length`` or tiny sizes). A checkpoint is an 
 folder written by ``save_pretrained``, a built-in name ``builtin:<name>`` (see
 :mod:`petl_kit.backbones.pretrained`) or whatever else the family's ``load`` reads (MusicFM: a
 published ``.pt`` file).
+
+Loading is strict (:mod:`.strict`): every backbone weight comes from the checkpoint. Missing,
+unexpected or shape-mismatched keys and a checkpoint of another family (``config.json``
+``model_type`` not in :attr:`Family.model_types`) are a :class:`CheckpointError`; task heads
+(:attr:`Family.task_heads`) are dropped by name. Weights a config override adds (more layers than
+the checkpoint holds) are refused unless named: ``backbone_config={'allow_new_weights':
+['encoder.layers.2.*']}`` (glob patterns over weight names; or ``load_backbone(...,
+allow_new_weights=[...])``). Every model carries its load report as ``petl_load_report``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +37,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from ..config import ConfigError
 from ..data.features import FbankExtractor, WaveformExtractor
 from ..errors import CheckpointError
+from . import strict
 
 if TYPE_CHECKING:
     from .anatomy import Anatomy
@@ -108,6 +119,10 @@ class Family:
         load: ``f(family, checkpoint, overrides, pos_embed) -> model`` for a given checkpoint
             (:func:`load_pretrained`: ``from_pretrained`` of a hub id or folder).
         methods: the methods that apply (None: every registered method).
+        model_types: the ``config.json`` ``model_type`` values of this family's checkpoints
+            (empty: ``config_cls.model_type``); another is refused naming both.
+        task_heads: key prefixes of task-checkpoint heads dropped by name on load
+            (:data:`.strict.TASK_HEADS`: ``classifier.``, ``lm_head.``, ``projector.``, ...).
     """
 
     name: str
@@ -137,6 +152,8 @@ class Family:
     # R26/M6): None = as the method's published wrapper (PETL_AST); True = the whole model in
     # train mode for every method, probing and PETL included (the music reference, M6)
     reference_train_mode: bool | None = None
+    model_types: tuple[str, ...] = ()
+    task_heads: tuple[str, ...] = strict.TASK_HEADS
 
     @property
     def patch_start(self) -> int:
@@ -208,6 +225,11 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
 
         return str(builtin_checkpoint(ckpt.removeprefix("builtin:")))
     path = Path(ckpt).expanduser()
+    if path.is_file():
+        raise CheckpointError(
+            f"checkpoint {ckpt!r} is a file; this backbone loads a folder written by "
+            "`model.save_pretrained(folder)` (config.json + model.safetensors) or a hub id"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise CheckpointError(
@@ -237,14 +259,25 @@ def _unreachable(ckpt: str, fam: Family, err: Exception) -> CheckpointError:
 
 
 def _from_pretrained(fam: Family, ckpt: str, **kwargs: Any) -> PreTrainedModel:
+    """``model_cls.from_pretrained`` strictly: the model, with ``petl_load_report`` set."""
     try:
-        return fam.model_cls.from_pretrained(ckpt, **kwargs)
+        raw, _ = PretrainedConfig.get_config_dict(ckpt)
+        strict.check_model_type(fam, ckpt, raw)
+        model, info = fam.model_cls.from_pretrained(
+            ckpt, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise strict.unpickling_error(ckpt, err) from err
     except (OSError, ValueError) as err:
         raise _unreachable(ckpt, fam, err) from err
     except Exception as err:  # network stacks raise their own types
         if "connect" in type(err).__name__.lower() or "http" in type(err).__name__.lower():
             raise _unreachable(ckpt, fam, err) from err
         raise
+    model.petl_load_report = strict.check_loading_info(fam, ckpt, model, info)
+    return model
 
 
 def load_local_folder(read: Callable[[str, dict], PreTrainedModel]) -> Callable:
@@ -259,6 +292,8 @@ def load_local_folder(read: Callable[[str, dict], PreTrainedModel]) -> Callable:
                 f"it where the hub is reachable (`hf download {ckpt} --local-dir DIR`), copy DIR "
                 "here and pass checkpoint='DIR'"
             )
+        raw = json.loads((Path(ckpt) / "config.json").read_text())
+        strict.check_model_type(fam, ckpt, raw)
         return read(ckpt, overrides)
 
     return load
@@ -270,6 +305,7 @@ def load_backbone(
     config_overrides: dict[str, Any] | None = None,
     *,
     pos_embed: str = "crop_interpolate",
+    allow_new_weights: list[str] | tuple[str, ...] = (),
     **overrides: Any,
 ) -> PreTrainedModel:
     """Build a backbone of ``family``, any registered family (see :func:`list_backbones`).
@@ -291,18 +327,34 @@ def load_backbone(
             checkpoint's patch grid differs from the new one: ``'crop_interpolate'`` (AST recipe:
             centre-crop or bilinearly interpolate the pretrained grid) or ``'zeros'`` (the
             published PETL code, quirk R1). Other families ignore it.
+        allow_new_weights: glob patterns of weights the checkpoint may lack, randomly
+            initialised (e.g. ``['encoder.layers.2.*']`` for a third layer); also read from
+            ``config_overrides['allow_new_weights']``. Any other missing weight is refused.
 
     Returns:
         the HF model (``ASTModel``, ``Wav2Vec2Model``, ``HubertModel``, ...) with
-        ``petl_family`` (the record's name) and ``petl_checkpoint`` set.
+        ``petl_family`` (the record's name), ``petl_checkpoint`` and ``petl_load_report``
+        (:mod:`.strict`) set.
+
+    Raises:
+        CheckpointError: the checkpoint does not give every weight (module docstring).
     """
     fam = get_family(family)
     overrides = {**(config_overrides or {}), **overrides}
+    allow = [*allow_new_weights, *overrides.pop("allow_new_weights", ())]
     _check_overrides(fam, overrides)
     if checkpoint is None:
         model = fam.model_cls(fam.config_cls(**{**fam.base_config, **overrides}))
+        model.petl_load_report = strict.random_report(fam.name, model)
     else:
         model = fam.load(fam, checkpoint, overrides, pos_embed)
+        if getattr(model, "petl_load_report", None) is None:
+            raise CheckpointError(
+                f"backbone {fam.name!r}: its loader gave no load report (petl_load_report); "
+                "a Family.load must check every key (see petl_kit.backbones.strict)"
+            )
+        strict.check_new_weights(model.petl_load_report, allow)
+        model.petl_load_report["allow_new_weights"] = allow
     model.petl_family = fam.name
     model.petl_checkpoint = None if checkpoint is None else str(checkpoint)
     return model

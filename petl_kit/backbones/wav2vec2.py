@@ -54,8 +54,10 @@ def frame_family(name: str, config_cls, model_cls, sample_rate: int, default_che
 
 
 WAV2VEC2 = register_family(
-    frame_family("wav2vec2", Wav2Vec2Config, Wav2Vec2Model, 16000, "facebook/wav2vec2-base-960h")
-)
+    frame_family("wav2vec2", Wav2Vec2Config, Wav2Vec2Model, 16000, "facebook/wav2vec2-base-960h",
+                 model_types=("wav2vec2",))
+)  # fmt: skip
 HUBERT = register_family(
-    frame_family("hubert", HubertConfig, HubertModel, 16000, "facebook/hubert-base-ls960")
-)
+    frame_family("hubert", HubertConfig, HubertModel, 16000, "facebook/hubert-base-ls960",
+                 model_types=("hubert",))
+)  # fmt: skip
