@@ -85,7 +85,8 @@ def check_model_type(fam, checkpoint: str, raw: dict[str, Any]) -> None:
     if found not in valid:
         raise CheckpointError(
             f"checkpoint {checkpoint!r} is a {found!r} model, not {' or '.join(map(repr, valid))} "
-            f"(its config.json model_type); pass backbone=<its family> or a {fam.name} checkpoint"
+            f"(its config.json model_type; backbone {fam.name!r} reads the latter): pass the "
+            f"backbone of its family or a {fam.name} checkpoint"
         )
 
 

@@ -104,6 +104,15 @@ class RunResult:
 
         return param_group_table(self.metrics)
 
+    def load_summary(self) -> str:
+        """One line: what the backbone's weights came from (the run's ``load_report.json``)."""
+        from ..backbones.strict import summary
+
+        report = read_json(self.run_dir / "load_report.json")
+        if report is None and self.model is not None:
+            report = getattr(self.model.backbone, "petl_load_report", None)
+        return summary(report)
+
     def initial_model(self):
         """The model as built before training (same build arguments and seed)."""
         from ..model.build import build_model

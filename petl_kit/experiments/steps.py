@@ -116,7 +116,8 @@ def train(result, train_cfg) -> bool:
 
 
 def write_artefacts(result, method: str, *, probe_cache: bool, status: str) -> None:
-    """history.csv, ledger.json, weights/, learning_curves.png, then metrics.json (``status``)."""
+    """history.csv, ledger.json, weights/, labels.json, load_report.json (what the backbone's
+    weights came from), learning_curves.png, then metrics.json (``status``)."""
     import pandas as pd
     from matplotlib import pyplot as plt
 
@@ -145,6 +146,7 @@ def write_artefacts(result, method: str, *, probe_cache: bool, status: str) -> N
     write_json(run_dir / "ledger.json", run_ledger(model, fr, result.loaders))
     save_trained(model, run_dir / "weights")
     write_json(run_dir / "labels.json", list(splits.classes))  # class names: predict, export
+    write_json(run_dir / "load_report.json", getattr(model.backbone, "petl_load_report", None))
     fig = plots.learning_curves(
         fr.history, chance=plots.chance_level(splits.task, len(splits.classes))
     )
