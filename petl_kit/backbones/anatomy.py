@@ -218,8 +218,14 @@ def truncate_encoder(backbone: nn.Module, depth: int) -> nn.Module:
             f"{n} blocks: choose an int from 1 to {n}, or None for all"
         )
     path = anatomy_of(backbone).layers_path
+    before = set(backbone.state_dict())
     replace_module(backbone, path, nn.ModuleList(list(blocks)[:depth]))
     backbone.config.num_hidden_layers = depth
+    report = getattr(backbone, "petl_load_report", None)
+    if report is not None and report["source"] == "checkpoint":  # loaded, then sliced off
+        gone = before - set(backbone.state_dict())
+        report["dropped"].update({k: f"beyond encoder_depth={depth}" for k in sorted(gone)})
+        report["loaded"] -= len(gone)
     return backbone
 
 

@@ -203,3 +203,11 @@ def test_a_run_writes_its_load_report(tmp_path, tiny_checkpoints):
     assert report["checkpoint"] == str(tiny_checkpoints["ast"]) and report["loaded"] > 0
     assert report["newly_initialised"] == []
     assert result.load_summary().startswith(f"backbone ast from {tiny_checkpoints['ast']}")
+
+
+def test_encoder_depth_records_the_blocks_it_drops(tiny_checkpoints):
+    model = pk.build_model("wav2vec2", str(tiny_checkpoints["wav2vec2"]), encoder_depth=1,
+                           num_classes=2)  # fmt: skip
+    report = model.backbone.petl_load_report
+    assert report["dropped"] and all(k.startswith("encoder.layers.1.") for k in report["dropped"])
+    assert report["loaded"] == len(model.backbone.state_dict())
