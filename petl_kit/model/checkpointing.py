@@ -11,9 +11,9 @@ is the same switch for a loop of one's own.
 One mechanism for all families: the blocks come from the anatomy
 (:func:`~petl_kit.backbones.anatomy.layers`), not from each Hugging Face model's
 ``gradient_checkpointing_enable`` (MusicFM is the kit's own model, and the kit's switch must not
-depend on which HF classes support it). Each block's ``forward`` is replaced on the instance by
-one that calls the original through :func:`torch.utils.checkpoint.checkpoint`
-(``use_reentrant=False``), so
+depend on which HF classes support it). Each block gets a ``forward`` of its own, a bound method
+that calls its class's forward through :func:`torch.utils.checkpoint.checkpoint`
+(``use_reentrant=False``; ``copy.deepcopy`` rebinds it to the copy), so
 
 * the block's parameters, state-dict keys and hooks are unchanged: hooks on the block (deep
   prompts' forward pre-hooks, ``encode_layers``' forward hooks) run once, outside the
@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import types
 from collections.abc import Iterator
 
 import torch
@@ -43,21 +44,29 @@ from torch.utils.checkpoint import checkpoint
 
 from ..backbones import anatomy
 
-_MARK = "_petl_checkpointed_forward"
+
+def _checkpointed_forward(block: nn.Module, *args, **kwargs):
+    """``block``'s own (class) forward, recomputed in backward while autograd records.
+
+    Bound to the block as an instance attribute (a bound method, not a closure), so
+    ``copy.deepcopy`` of a model (``share.export_hf``) rebinds it to the copied block."""
+    forward = functools.partial(type(block).forward, block)
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    context = contextvars.copy_context()  # replayed in the recomputation (padding mask)
+    return checkpoint(context.run, forward, *args, use_reentrant=False, **kwargs)
 
 
-def _checkpointed(forward):
-    """``forward`` (a block's bound method) recomputed in backward while autograd records."""
-
-    @functools.wraps(forward)
-    def run(*args, **kwargs):
-        if not torch.is_grad_enabled():
-            return forward(*args, **kwargs)
-        context = contextvars.copy_context()  # replayed in the recomputation (padding mask)
-        return checkpoint(context.run, forward, *args, use_reentrant=False, **kwargs)
-
-    setattr(run, _MARK, True)
-    return run
+def _block_checkpointed(block: nn.Module) -> bool:
+    own = block.__dict__.get("forward")
+    if own is None:
+        return False
+    if getattr(own, "__func__", None) is _checkpointed_forward:
+        return True
+    raise TypeError(
+        f"activation checkpointing: block {type(block).__name__} has a forward of its own "
+        f"({own!r}) that would be bypassed; remove it first"
+    )
 
 
 def _backbone(module: nn.Module) -> nn.Module:
@@ -68,8 +77,7 @@ def _backbone(module: nn.Module) -> nn.Module:
 def is_checkpointed(module: nn.Module) -> bool:
     """True when every transformer block of ``module`` (a PetlModel or a backbone) is
     checkpointed."""
-    blocks = anatomy.layers(_backbone(module))
-    return all(getattr(block.__dict__.get("forward"), _MARK, False) for block in blocks)
+    return all(_block_checkpointed(block) for block in anatomy.layers(_backbone(module)))
 
 
 def set_activation_checkpointing(module: nn.Module, enabled: bool) -> nn.Module:
@@ -78,10 +86,10 @@ def set_activation_checkpointing(module: nn.Module, enabled: bool) -> nn.Module:
     if not isinstance(enabled, bool):
         raise TypeError(f"activation_checkpointing: expected True or False, got {enabled!r}")
     for block in anatomy.layers(_backbone(module)):
-        wrapped = getattr(block.__dict__.get("forward"), _MARK, False)
+        wrapped = _block_checkpointed(block)
         if enabled and not wrapped:
             # the instance attribute shadows the class's forward; nn.Module.__call__ finds it
-            block.forward = _checkpointed(block.forward)
+            block.forward = types.MethodType(_checkpointed_forward, block)
         elif not enabled and wrapped:
             del block.forward
     return module

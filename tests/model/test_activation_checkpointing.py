@@ -4,6 +4,7 @@ backward (with the padding context of Soft-MoA), no effect without autograd, and
 parameter reaches ``fit`` through ``run_experiment``."""
 
 import random
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -128,6 +129,17 @@ def test_no_effect_without_autograd(family):
     keys = set(model.state_dict())  # parameters and their names are the blocks' own
     set_activation_checkpointing(model, False)
     assert not is_checkpointed(model) and keys == set(model.state_dict())
+
+
+def test_a_deep_copy_recomputes_its_own_blocks():
+    model = set_activation_checkpointing(_model("musicfm", "lora"), True)
+    copy = deepcopy(model)
+    assert is_checkpointed(copy)
+    x, mask = example_input("musicfm")
+    loss = torch.nn.functional.cross_entropy(copy.train()(x, mask), torch.tensor([0, 2]))
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters())  # nothing reached the original
+    assert any(p.grad is not None for p in copy.backbone.parameters())
 
 
 def test_the_switch_is_checked():
