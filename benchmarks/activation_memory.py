@@ -157,7 +157,7 @@ def table(rows: list[dict], info: dict, threads: int) -> str:
         )
     out += [
         "",
-        "| case | kept after forward, on / off | step peak, on / off | step wall, on / off |",
+        "| case | kept after forward, on / off | step peak, on / off | step CPU time, on / off |",
         "|---|---:|---:|---:|",
     ]
     for case in dict.fromkeys(r["case"] for r in rows):
@@ -167,7 +167,7 @@ def table(rows: list[dict], info: dict, threads: int) -> str:
             out.append(
                 f"| {case} | {on['kept_mib'] / off['kept_mib']:.2f} | "
                 f"{on['step_peak_mib'] / off['step_peak_mib']:.2f} | "
-                f"{on['wall_s'] / off['wall_s']:.2f} |"
+                f"{on['cpu_s'] / off['cpu_s']:.2f} |"
             )
     out += [
         "",
