@@ -95,6 +95,18 @@ def test_dropout_is_replayed_in_the_recomputation():
         torch.testing.assert_close(g, plain[name], atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("family", ("ast", "musicfm"))
+def test_autocast_is_replayed_in_the_recomputation(family):
+    model = _model(family, "lora")
+    x, mask = example_input(family)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # precision="bf16"
+        plain_loss, plain = _step(model, x, mask, checkpointed=False)
+        loss, grads = _step(model, x, mask, checkpointed=True)
+    assert torch.equal(loss, plain_loss)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, plain[name], atol=1e-6, rtol=0, msg=name)
+
+
 @pytest.mark.parametrize("family", ("wav2vec2", "musicfm"))
 def test_soft_moa_sees_the_valid_frames_when_recomputed(family):
     model = _model(family, "soft_moa", pass_attention_mask=True)
