@@ -39,7 +39,7 @@ def _model(family: str, method: str, **options):
 
 def _step(model, x, mask, checkpointed: bool, seed: int = 1):
     """One seeded training step: ``(loss, {name: grad})`` of every trainable tensor (None: the
-    loss does not reach it, e.g. MERT's tiny prefix of a layer it never attends to)."""
+    loss does not reach it: the prefix of a block that LayerDrop skipped in this step)."""
     model.train()
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
