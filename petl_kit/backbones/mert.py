@@ -251,6 +251,7 @@ MERT = register_family(
         base_config=dict(MERT_V1_95M),
         load=load_local_folder(lambda folder, overrides: load_mert(folder, overrides)),
         reference_train_mode=True,  # M6: the music reference keeps the whole model in train mode
+        portable=False,
         model_types=("mert_model", "hubert"),
     )
 )  # fmt: skip

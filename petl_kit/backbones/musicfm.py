@@ -258,6 +258,7 @@ MUSICFM = register_family(
         reference_ft_last_n_layers=3,  # as the wav2vec2 wrapper, which the music reference follows
         initialiser_inits_conv1d=True,
         reference_train_mode=True,  # M6: the music reference keeps the whole model in train mode
+        portable=False,
         tiny=dict(TINY),
         model_types=("musicfm",),
         load=_load,

@@ -118,6 +118,9 @@ class Family:
             (``checkpoint=None`` builds it).
         load: ``f(family, checkpoint, overrides, pos_embed) -> model`` for a given checkpoint
             (:func:`load_pretrained`: ``from_pretrained`` of a hub id or folder).
+        portable: a ``save_pretrained`` folder of the backbone is a checkpoint ``load`` reads
+            back as it is (exports carry the frozen backbone that way); False where the loader
+            reads the published layout only (MERT, MusicFM).
         methods: the methods that apply (None: every registered method).
         model_types: the ``config.json`` ``model_type`` values of this family's checkpoints
             (empty: ``config_cls.model_type``); another is refused naming both.
@@ -147,6 +150,7 @@ class Family:
     tiny: dict[str, Any] = field(default_factory=dict)
     base_config: dict[str, Any] = field(default_factory=dict)
     load: Callable[..., PreTrainedModel] = load_pretrained
+    portable: bool = True
     methods: tuple[str, ...] | None = None
     # what the family's reference code does with frozen modules (profile 'reference', quirks
     # R26/M6): None = as the method's published wrapper (PETL_AST); True = the whole model in

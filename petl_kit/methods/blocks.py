@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.registry import get_family
+from . import padding
 from ._init import reference_init_, trunc_normal_
 
 BLOCKS = ("bottleneck", "conformer", "convpass")
@@ -112,8 +113,8 @@ class Conformer(nn.Module):
         self.pointwise_out = nn.Conv1d(r, dim, 1)
 
     def _depthwise(self, h: torch.Tensor) -> torch.Tensor:
-        if self.axis == "sequence":
-            return self.depthwise(h)
+        if self.axis == "sequence":  # padded frames read as zeros, as past a lone clip's end
+            return self.depthwise(padding.zero_padded(h, 2, "conformer adapter"))
         f, t = self.grid
         b, r, m = h.shape
         if m < f * t:
@@ -170,6 +171,7 @@ class Convpass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = quick_gelu(self.down(x))  # [B, M, r]
         if self.use_conv:
+            h = padding.zero_padded(h, 1, "Convpass adapter")  # padded frames read as zeros
             h = self.conv(h.transpose(1, 2)).transpose(1, 2)  # along the tokens
         h = quick_gelu(h)
         # functional dropout: the module's own mode, not that of a parameter-free child

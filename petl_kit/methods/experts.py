@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import blocks
+from . import blocks, padding
 
 
 def _stack(tensors) -> nn.Parameter:
@@ -157,6 +157,7 @@ class GroupedConvpass(GroupedExperts):
         e, r = self.num_experts, self.r
         h = blocks.quick_gelu(_down(x, self.down_weight, self.down_bias))  # [b, e, n, r]
         if self.use_conv:
+            h = padding.zero_padded(h, 2, "Convpass experts")  # padded frames read as zeros
             w = self.conv_weight.reshape(e * r, r, -1)  # grouped conv: expert i's r channels
             h = _unchannels(
                 F.conv1d(_channels(h), w, self.conv_bias.reshape(-1), padding="same", groups=e), e
@@ -219,6 +220,7 @@ class GroupedConformer(GroupedExperts):
                 b + torch.einsum("ecd,ed->ec", w, self.norm_bias),
             )
         h = F.glu(_down(x, w, b), dim=-1)  # [b, e, n, r]: first half gated by the second
+        h = padding.zero_padded(h, 2, "conformer experts")  # padded frames read as zeros
         h = F.conv1d(
             _channels(h),
             self.dw_weight.reshape(e * r, 1, -1),

@@ -109,7 +109,8 @@ class SoftMoA(nn.Module):
         if self.recorder is not None:
             self.recorder.record(self, dispatch=dispatch, combine=combine)
         slots = torch.einsum("bnes,bnd->besd", dispatch, x)  # step 5: slot inputs
-        out = self.experts(slots)  # [b, e, s, d]: expert i on its s slots, experts batched
+        with padding.valid_frames(None):  # slots, not frames: every one is real
+            out = self.experts(slots)  # [b, e, s, d]: expert i on its s slots, experts batched
         return torch.einsum("bnes,besd->bnd", combine, out)
 
     def extra_repr(self) -> str:

@@ -30,12 +30,13 @@ or `python -m petl_kit predict {out} clip.wav folder/ --out predictions.csv`."""
 
 def portable_backbone(run) -> bool:
     """The checkpoint is a local folder or a hub id (not ``builtin:``, which the kit rebuilds
-    anywhere, nor None) and its family loads with ``from_pretrained`` (no custom loader)."""
+    anywhere, nor None) and its family reads a ``save_pretrained`` folder back
+    (``Family.portable``)."""
     from ..backbones.registry import get_family
 
     ckpt = run.model.build_args.get("checkpoint")
     family = get_family(run.model.family)
-    return bool(ckpt) and not str(ckpt).startswith("builtin:") and family.load is None
+    return bool(ckpt) and not str(ckpt).startswith("builtin:") and family.portable
 
 
 def save_base_backbone(run, folder: Path) -> Path:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, build, check_profile, option
 from ..methods import get_method
+from ..model.checkpointing import set_activation_checkpointing
 from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
 from .precision import grad_scaler, resolve_precision
 
@@ -65,6 +66,10 @@ class TrainConfig:
     # autocast of the forward on CPU and CUDA alike (training.precision); 'auto': bf16 where the
     # hardware multiplies bf16 natively, else fp32. Both papers trained in fp32.
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    # recompute each transformer block in backward instead of keeping its activations
+    # (model.checkpointing): less memory on long inputs, one more block forward per step; the
+    # loss and gradients are those of a plain step, so it is no quirk and both profiles share it
+    activation_checkpointing: bool = False
     grad_clip: float | None = None  # max global gradient norm
     wd_exclude_norm_bias: bool = False  # R29: True = no decay on 1-d tensors (biases, norms)
     progress: bool = True  # tqdm bars
@@ -256,6 +261,8 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     seed_everything(cfg.seed, cfg.deterministic)
     device, task, metric = pick_device(cfg.device), model.task, primary_metric(model.task)
     model.to(device)
+    if cfg.activation_checkpointing:  # stays on: it acts only while autograd records
+        set_activation_checkpointing(model, True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_loader, val_loader = loaders["train"], loaders.get("val")

@@ -90,7 +90,7 @@ def lab(tmp_path_factory, browser):
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     env.pop("MPLBACKEND", None)  # the notebooks' %matplotlib inline decides
     server = subprocess.Popen(
-        [str(LAB), "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        [str(LAB), "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import yaml
 
 import petl_kit as pk
 from petl_kit.config import ConfigError
-from petl_kit.experiments import provenance, runs
+from petl_kit.experiments import claims, runs
 from petl_kit.experiments.report import collect_results, summary_table, write_report
 from petl_kit.experiments.sweep import plan_sweep, run_sweep
 from petl_kit.training.train import evaluate
@@ -137,9 +137,9 @@ def test_new_run_dir_layout_and_uniqueness(outputs, monkeypatch):
     assert re.fullmatch(r"lora-\d{8}-\d{6}-[0-9a-f]{4}", first.name)
     (first / "metrics.json").write_text("{}")
     # same second and same random suffix: the second run must get a folder of its own
-    monkeypatch.setattr(provenance.time, "strftime", lambda fmt, *a: "20250101-000000")
+    monkeypatch.setattr(claims.time, "strftime", lambda fmt, *a: "20250101-000000")
     tokens = iter(["abcd", "abcd", "ef01"])
-    monkeypatch.setattr(provenance.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(claims.secrets, "token_hex", lambda n: next(tokens))
     a, b = pk.new_run_dir("exp", "lora"), pk.new_run_dir("exp", "lora")
     assert a.name == "lora-20250101-000000-abcd" and b.name == "lora-20250101-000000-ef01"
     assert (first / "metrics.json").read_text() == "{}"

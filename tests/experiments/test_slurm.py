@@ -183,7 +183,8 @@ def test_sweep_on_slurm_completed_failed_cancelled_resumed(
             {"notebook": "notebooks/10_linear.ipynb", "name": "ok", "params": {"epochs": 1}},
             {"notebook": "notebooks/10_linear.ipynb", "name": "broken",
              "params": {"epochs": 1, "dataset": "no_such"}},
-            {"notebook": "notebooks/10_linear.ipynb", "name": "slow", "params": {"epochs": 60}},
+            {"notebook": "notebooks/10_linear.ipynb", "name": "slow",
+             "params": {"epochs": 1000, "probe_cache": False}},  # ~25 s: outlives KillWait
         ],
     })  # fmt: skip
     watcher = cancel_when_running(outputs, "sl", "slow-*/metrics.json", '"running"')

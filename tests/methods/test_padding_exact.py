@@ -1,5 +1,6 @@
-"""Soft-MoA on padded frame batches: under the corrected profile a clip's output does not depend
-on what it was batched with (padded frames never enter the dispatch softmax)."""
+"""Token-mixing methods on padded frame batches: under the corrected profile a clip's output does
+not depend on what it was batched with (padded frames never enter Soft-MoA's dispatch softmax,
+and the conformer and Convpass convolutions read them as zeros)."""
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ from petl_kit.methods.soft_moa import SoftMoA
 TINY = {**pk.tiny_config("wav2vec2"), "feat_extract_norm": "layer", "conv_bias": True}
 
 
-def _model(profile, method="soft_moa", **kw):
-    config = {"reduction_rate": 8, "num_adapters": 2} if method != "linear" else {}
+def _model(profile, method="soft_moa", config=None, **kw):
+    config = config or {"reduction_rate": 8, "num_adapters": 2}
     return pk.build_model(
         "wav2vec2", backbone_config=TINY, num_classes=4, method=method, method_config=config,
         profile=profile, seed=0, **kw,
@@ -31,9 +32,25 @@ def _alone_and_batched():
     return (short[None], torch.ones(1, 3000, dtype=torch.long)), (batch, mask)
 
 
-@pytest.mark.parametrize("method", ["soft_moa", "dense_moa"])
-def test_a_clip_alone_equals_the_clip_in_a_padded_batch(method):
-    model = _model("corrected", method)
+CASES = {
+    "soft_moa": ("soft_moa", None),
+    "dense_moa": ("dense_moa", None),
+    "soft_moa_conformer": ("soft_moa", {"reduction_rate": 8, "num_adapters": 2,
+                                        "expert": "conformer"}),
+    "dense_moa_conformer": ("dense_moa", {"reduction_rate": 8, "num_adapters": 2,
+                                          "expert": "conformer"}),
+    "dense_moa_convpass": ("dense_moa", {"reduction_rate": 8, "num_adapters": 2,
+                                         "expert": "convpass"}),
+    "adapter_conformer": ("adapter", {"reduction_rate": 8, "adapter_block": "conformer",
+                                      "kernel_size": 7}),
+    "adapter_convpass": ("adapter", {"reduction_rate": 8, "adapter_block": "convpass"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_clip_alone_equals_the_clip_in_a_padded_batch(case):
+    method, config = CASES[case]
+    model = _model("corrected", method, config)
     (x1, m1), (xb, mb) = _alone_and_batched()
     with torch.no_grad():
         alone, batched = model(x1, m1)[0], model(xb, mb)[0]

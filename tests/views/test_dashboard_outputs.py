@@ -60,6 +60,7 @@ def _assert_one_drawn_image(dash, key):
 
 
 def test_every_change_leaves_one_image_per_output(outputs):
+    plt.close("all")  # figures other tests left open are not the dashboard's
     dash = Dashboard("exp_a")
     c = dash.controls
     changes = (
