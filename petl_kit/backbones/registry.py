@@ -357,8 +357,11 @@ def load_backbone(
                 f"backbone {fam.name!r}: its loader gave no load report (petl_load_report); "
                 "a Family.load must check every key (see petl_kit.backbones.strict)"
             )
-        strict.check_new_weights(model.petl_load_report, allow)
-        model.petl_load_report["allow_new_weights"] = allow
+        report = model.petl_load_report
+        strict.check_new_weights(report, allow)
+        report["allow_new_weights"] = allow
+        if report["checkpoint"] != str(checkpoint):  # as the user named it (builtin:, ~/...)
+            report["folder"], report["checkpoint"] = report["checkpoint"], str(checkpoint)
     model.petl_family = fam.name
     model.petl_checkpoint = None if checkpoint is None else str(checkpoint)
     return model

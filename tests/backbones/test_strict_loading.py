@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +191,7 @@ def test_builtin_checkpoints_load_strictly():
         report = load_backbone(family, f"builtin:{name}").petl_load_report
         assert report["source"] == "checkpoint" and report["newly_initialised"] == []
         assert report["loaded"] > 0
+        assert report["checkpoint"] == f"builtin:{name}" and Path(report["folder"]).is_dir()
 
 
 def test_a_run_writes_its_load_report(tmp_path, tiny_checkpoints):
