@@ -17,12 +17,11 @@ May import: ``config``, ``errors``, ``data`` (feature extractors).
 # registration side effect: each family file registers its record; this order is list_backbones()'s
 from . import ast, wav2vec2, mert, musicfm, scratch  # noqa: F401, I001  # fmt: skip
 from . import anatomy
+from .extractors import feature_extractor, feature_extractor_for
 from .registry import (
     FAMILIES,
     CheckpointError,
     Family,
-    feature_extractor,
-    feature_extractor_for,
     get_family,
     list_backbones,
     load_backbone,

@@ -22,7 +22,6 @@ allow_new_weights=[...])``). Every model carries its load report as ``petl_load_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -35,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from transformers import PretrainedConfig, PreTrainedModel
 
 from ..config import ConfigError
-from ..data.features import FbankExtractor, WaveformExtractor
 from ..errors import CheckpointError
 from . import strict
 
@@ -46,8 +44,6 @@ __all__ = [
     "FAMILIES",
     "CheckpointError",
     "Family",
-    "feature_extractor",
-    "feature_extractor_for",
     "frames_for",
     "get_family",
     "list_backbones",
@@ -371,35 +367,6 @@ def patch_grid(backbone: PreTrainedModel) -> tuple[int, int] | None:
     """``(frequency rows, time columns)`` of a patch model's grid; None for frame models."""
     fam = get_family(backbone.petl_family)
     return None if fam.patch_grid is None else tuple(fam.patch_grid(backbone))
-
-
-def _make_extractor(fam: Family, config: PretrainedConfig, kwargs: dict):
-    rate = kwargs.pop("sample_rate", fam.sample_rate)
-    if rate != fam.sample_rate:
-        raise ConfigError(
-            f"backbone {fam.name!r} takes {fam.sample_rate} Hz audio; sample_rate={rate} is not "
-            f"valid (the datasets resample to the extractor's rate)"
-        )
-    cls = FbankExtractor if fam.input_kind == "fbank" else WaveformExtractor
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"{cls.__name__} ({fam.name}) has no option(s) {unknown}; valid: {valid}")
-    return cls(**{"sample_rate": fam.sample_rate, **fam.extractor_options(config), **kwargs})
-
-
-def feature_extractor(backbone: PreTrainedModel, **kwargs: Any):
-    """The feature extractor that belongs to ``backbone``: the record's input kind and sample
-    rate, options that follow from the backbone's config, then ``kwargs``."""
-    fam = get_family(backbone.petl_family)
-    return _make_extractor(fam, backbone.config, dict(kwargs))
-
-
-def feature_extractor_for(family: str, **kwargs: Any):
-    """The feature extractor of ``family``'s base config (no model built); ``kwargs`` override
-    its fields, e.g. ``feature_extractor_for('ast', max_length=400)``."""
-    fam = get_family(family)
-    return _make_extractor(fam, fam.config_cls(**fam.base_config), dict(kwargs))
 
 
 def frames_for(backbone: PreTrainedModel, num_samples: int) -> int:

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..backbones import anatomy
 from ..backbones.anatomy import PATCH, truncate_encoder
-from ..backbones.registry import Family, feature_extractor, get_family, load_backbone, tiny_config
+from ..backbones.extractors import feature_extractor
+from ..backbones.registry import Family, get_family, load_backbone, tiny_config
 from ..config import TASKS, ConfigError, as_dict, build, check_profile
 from ..methods import MethodSpec, get_method, make_config, padding
 from ..methods.reparam import follow_mode
