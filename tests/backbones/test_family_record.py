@@ -11,8 +11,8 @@ import torch
 
 import petl_kit as pk
 from petl_kit.backbones import anatomy
+from petl_kit.backbones.extractors import feature_extractor
 from petl_kit.backbones.registry import (
-    feature_extractor,
     get_family,
     list_backbones,
     load_backbone,
