@@ -109,6 +109,14 @@ TINY_MERT = dict(
 )
 
 
+# wav2vec 2.0 / HuBERT-shaped (post-LN, 16 kHz in, 50 frames/s out), the tiny-mert recipe at
+# 16 kHz: hidden 64, 3 blocks of 4 heads, FFN 128, a 2-layer conv encoder (kernel 1024 / stride
+# 160, a learnt 64-ms filterbank, then kernel 3 / stride 2: total stride 320 as the base models).
+# The base models' 7 short kernels (receptive field 400 samples) resolve no frequency bands in a
+# minute of CPU pretraining; dropout, LayerDrop and time masking are 0 for the same reason as MERT.
+TINY_SPEECH = {**TINY_MERT}
+
+
 @dataclass(frozen=True)
 class Builtin:
     """One built-in checkpoint: what it is and how it is made. Bump ``version`` whenever the
@@ -127,6 +135,10 @@ class Builtin:
     data: str = "synthetic"
     data_options: dict = field(default_factory=dict)
 
+
+SPEECH_RECIPE = PretrainRecipe(
+    n_per_class=80, epochs=12, lr=2e-3, warmup_steps=20, weight_decay=0.01, pooling="ALL"
+)
 
 BUILTINS: dict[str, Builtin] = {
     "tiny-ast": Builtin(
@@ -150,6 +162,24 @@ BUILTINS: dict[str, Builtin] = {
         recipe=PretrainRecipe(
             n_per_class=24, epochs=16, lr=2e-3, warmup_steps=20, weight_decay=0.01, pooling="ALL"
         ),  # fmt: skip
+    ),
+    "tiny-wav2vec2": Builtin(
+        description="tiny wav2vec 2.0 (hidden 64, 3 layers, 4 heads, 16 kHz, 2-layer conv encoder "
+        "with a 1024-sample first kernel) pretrained on the synthetic source task (16 classes: "
+        "frequency band x steady/pulsed)",
+        family="wav2vec2",
+        backbone_config=TINY_SPEECH,
+        task="source",
+        recipe=SPEECH_RECIPE,
+    ),
+    "tiny-hubert": Builtin(
+        description="tiny HuBERT (hidden 64, 3 layers, 4 heads, 16 kHz, 2-layer conv encoder with "
+        "a 1024-sample first kernel) pretrained on the synthetic source task (16 classes: "
+        "frequency band x steady/pulsed)",
+        family="hubert",
+        backbone_config=TINY_SPEECH,
+        task="source",
+        recipe=SPEECH_RECIPE,
     ),
 }
 
