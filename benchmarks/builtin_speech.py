@@ -9,7 +9,8 @@ same config and seed, saved as a folder), over a few seeds. Methods: the quickst
 (``params/quickstart/lora.yaml``: q, v, r = 8, LR 1e-2) with the same backbone settings.
 One CPU thread; the pretraining time of each built-in is read from its ``pretraining.json``.
 
-    .venv/bin/python benchmarks/builtin_speech.py --seeds 0 1 2 --out benchmarks/results/builtin_speech.md
+    .venv/bin/python benchmarks/builtin_speech.py --seeds 0 1 2 \
+        --out benchmarks/results/builtin_speech.md
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def _params(family: str, checkpoint: str, method: str, seed: int) -> dict:
     shared = _yaml(ROOT / "params" / "quickstart.yaml")["params"]
     speech = _yaml(SPEECH_RUN)
     backbone = {k: speech[k] for k in ("max_length", "pooling")}
-    method_file = SPEECH_RUN if method == "linear" else ROOT / "params" / "quickstart" / f"{method}.yaml"
+    method_file = ROOT / "params" / "quickstart" / f"{method}.yaml"
+    if method == "linear":
+        method_file = SPEECH_RUN
     method_params = _yaml(method_file)
     method_params = {k: v for k, v in method_params.items() if k not in ("backbone", "checkpoint")}
     return {**shared, **backbone, **method_params, "experiment": "builtin_speech",
@@ -105,7 +108,9 @@ def main() -> None:
     for name, method, weights, accs, sec in rows:
         mean, std = statistics.fmean(accs), statistics.pstdev(accs)
         per = ", ".join(f"{a:.3f}" for a in accs)
-        lines.append(f"| `{name}` | {method} | {weights} | {mean:.3f} ± {std:.3f} | {per} | {sec:.0f} |")
+        lines.append(
+            f"| `{name}` | {method} | {weights} | {mean:.3f} ± {std:.3f} | {per} | {sec:.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

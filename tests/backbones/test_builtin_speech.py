@@ -13,8 +13,12 @@ from safetensors.torch import load_file
 
 import petl_kit as pk
 from petl_kit.backbones import pretrained
+from petl_kit.data import make_synthetic
 
 SPEECH = {"tiny-wav2vec2": "wav2vec2", "tiny-hubert": "hubert"}
+# probe test accuracy, built-in vs random init, measured on data seeds 1 / 2: 0.198 vs 0.094,
+# 0.240 vs 0.042 (chance 0.083); the margin leaves half the smaller gap for library changes
+MARGIN = 0.05
 
 
 @pytest.fixture(scope="session")
@@ -82,13 +86,10 @@ def _probe_accuracy(model, splits) -> float:
 
 
 def test_tiny_wav2vec2_transfers_to_the_target_task(speech_folders):
-    splits = pk.make_synthetic("target", n_per_class=40, seed=1)  # 288 / 96 / 96 clips
+    splits = make_synthetic("target", n_per_class=40, seed=1)  # 288 / 96 / 96 clips
     torch.manual_seed(0)
     builtin = pk.build_model(backbone="wav2vec2", checkpoint="builtin:tiny-wav2vec2",
                              num_classes=12, method="linear", seed=0).eval()  # fmt: skip
     random = _random_backbone("tiny-wav2vec2").eval()
     pre, rand = _probe_accuracy(builtin, splits), _probe_accuracy(random, splits)
     assert pre >= rand + MARGIN, (pre, rand)
-
-
-MARGIN = 0.05
