@@ -98,7 +98,7 @@ def main() -> None:
         "Target task: 12 classes, 80 clips per class (576 / 192 / 192), 15 epochs, batch 16; "
         "chance 0.083. `random`: the same config and seed before pretraining.",
         "",
-        "| built-in | source test acc | pretraining CPU s |",
+        "| built-in | source test acc | pretraining s |",
         "|---|---|---|",
     ]
     for name, info in pretraining.items():
