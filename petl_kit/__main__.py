@@ -187,6 +187,12 @@ def _quickstart_file() -> Path:
     raise FileNotFoundError(f"{QUICKSTART} not found; run the demo from the petl_kit checkout")
 
 
+def _builtins_of(specs) -> list[str]:
+    """The built-in checkpoints (``'tiny-ast'``...) that planned runs (``RunSpec``) load, sorted."""
+    checkpoints = {str(s.resolved.get("checkpoint")) for s in specs}
+    return sorted(c.removeprefix("builtin:") for c in checkpoints if c.startswith("builtin:"))
+
+
 def _ensure_builtin(name: str = "tiny-ast") -> None:
     from .backbones import pretrained
 
@@ -218,9 +224,8 @@ def _cmd_demo(args) -> int:
     specs = plan_sweep(sweep_file)
     # every built-in the sweep's runs load (tiny-ast, tiny-wav2vec2), pretrained before any run
     # starts, so parallel workers find them cached instead of waiting on one another's lock
-    builtins = {s.resolved.get("checkpoint") for s in specs}
-    for checkpoint in sorted(c for c in builtins if str(c).startswith("builtin:")):
-        _ensure_builtin(checkpoint.removeprefix("builtin:"))
+    for name in _builtins_of(specs):
+        _ensure_builtin(name)
     experiment = specs[0].experiment
     records = run_sweep(sweep_file, **_sweep_kwargs(args))
     paths = write_report(experiment)

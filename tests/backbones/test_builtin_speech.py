@@ -93,3 +93,16 @@ def test_tiny_wav2vec2_transfers_to_the_target_task(speech_folders):
     random = _random_backbone("tiny-wav2vec2").eval()
     pre, rand = _probe_accuracy(builtin, splits), _probe_accuracy(random, splits)
     assert pre >= rand + MARGIN, (pre, rand)
+
+
+def test_the_quickstart_probes_tiny_wav2vec2_and_the_demo_pretrains_it_first():
+    from pathlib import Path
+
+    from petl_kit.__main__ import _builtins_of
+    from petl_kit.experiments.sweep import plan_sweep
+
+    specs = plan_sweep(Path(__file__).resolve().parents[2] / "params" / "quickstart.yaml")
+    speech = [s for s in specs if s.resolved["checkpoint"] == "builtin:tiny-wav2vec2"]
+    assert [(s.name, s.resolved["backbone"]) for s in speech] == [("linear_wav2vec2", "wav2vec2")]
+    assert speech[0].resolved["max_length"] == 16000  # samples: 1 s at 16 kHz
+    assert _builtins_of(specs) == ["tiny-ast", "tiny-wav2vec2"]
