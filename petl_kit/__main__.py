@@ -187,10 +187,18 @@ def _quickstart_file() -> Path:
     raise FileNotFoundError(f"{QUICKSTART} not found; run the demo from the petl_kit checkout")
 
 
+def _builtins_of(specs) -> list[str]:
+    """The built-in checkpoints (``'tiny-ast'``...) that planned runs (``RunSpec``) load, sorted."""
+    checkpoints = {str(s.resolved.get("checkpoint")) for s in specs}
+    return sorted(c.removeprefix("builtin:") for c in checkpoints if c.startswith("builtin:"))
+
+
 def _ensure_builtin(name: str = "tiny-ast") -> None:
     from .backbones import pretrained
 
     # the folder pretrained.builtin_checkpoint caches into (complete once pretraining.json is in)
+    if name not in pretrained.BUILTINS:
+        pretrained.builtin_checkpoint(name)  # the ConfigError naming the valid built-ins
     folder = pretrained.cache_dir() / f"{name}-v{pretrained.BUILTINS[name].version}"
     if (folder / "pretraining.json").is_file():
         print(f"Reusing the built-in checkpoint builtin:{name} ({folder})")
@@ -213,8 +221,12 @@ def _cmd_demo(args) -> int:
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     sweep_file = args.sweep or _quickstart_file()
-    _ensure_builtin()
-    experiment = plan_sweep(sweep_file)[0].experiment
+    specs = plan_sweep(sweep_file)
+    # every built-in the sweep's runs load (tiny-ast, tiny-wav2vec2), pretrained before any run
+    # starts, so parallel workers find them cached instead of waiting on one another's lock
+    for name in _builtins_of(specs):
+        _ensure_builtin(name)
+    experiment = specs[0].experiment
     records = run_sweep(sweep_file, **_sweep_kwargs(args))
     paths = write_report(experiment)
     print()
