@@ -215,9 +215,16 @@ def _labels(groups: pd.DataFrame) -> list[str]:
         peers = [configs[j] for j in range(len(configs)) if keys[j] == key]
         base = str(groups["method"].iloc[i] if pd.notna(groups["method"].iloc[i])
                    else groups["name"].iloc[i])  # fmt: skip
+        # a backbone of its own is named; what comes with it (checkpoint, lengths, pooling)
+        # only tells settings apart among peers on the same backbone
+        backbones = {p.get("backbone") for p in peers}
+        own = configs[i].get("backbone")
+        if len(backbones) > 1:
+            peers = [p for p in peers if p.get("backbone") == own]
         differ = sorted({k for p in peers for k in p if any(q.get(k) != p.get(k) for q in peers)})
         differ = [k for k in differ if k not in ("method", *same)]
-        extra = ", ".join(f"{k}={configs[i].get(k)}" for k in differ)
+        extra = ", ".join([str(own)] * (len(backbones) > 1)
+                          + [f"{k}={configs[i].get(k)}" for k in differ])  # fmt: skip
         labels.append(f"{base} ({extra})" if extra else base)
     return labels
 
