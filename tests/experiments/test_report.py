@@ -131,6 +131,22 @@ def test_settings_sharing_a_method_get_labels():
     assert list(agg["test_accuracy_std"]) == pytest.approx([0.1, 0.2])
 
 
+def test_a_setting_on_its_own_backbone_is_labelled_by_it():
+    configs = [
+        {"method": "linear", "backbone": "ast", "checkpoint": "builtin:tiny-ast", "lr": 0.01},
+        {"method": "linear", "backbone": "wav2vec2", "checkpoint": "w2v", "lr": 0.01},
+        {"method": "linear", "backbone": "wav2vec2", "checkpoint": "w2v", "lr": 0.1},
+    ]
+    df = pd.DataFrame({
+        "run_id": [f"linear-20250101-00000{i}-abcd" for i in range(3)], "name": "linear",
+        "status": "completed", "method": "linear", "dataset": "synthetic", "seed": 0,
+        "trainable_params": 10, "test_accuracy": [0.3, 0.2, 0.1],
+        "config": [json.dumps(c) for c in configs],
+    })  # fmt: skip
+    labels = sorted(aggregate_results(df)["label"])
+    assert labels == ["linear (ast)", "linear (wav2vec2, lr=0.01)", "linear (wav2vec2, lr=0.1)"]
+
+
 def test_paper_table_methods_by_datasets():
     agg = pd.DataFrame({
         "label": ["lora", "lora", "linear", "linear"],
