@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 LAB = Path(sys.executable).with_name("jupyter-lab")
-OUTPUT_AREA = ".jupyter-widgets-output-area"  # an ipywidgets Output's rendered area
+OUTPUT_AREA = ".widget-output"  # an ipywidgets 8 Output's rendered area (jupyterlab-manager)
 
 
 def _missing() -> list[str]:
@@ -91,7 +91,8 @@ def lab(tmp_path_factory, browser):
     env.pop("MPLBACKEND", None)  # the notebooks' %matplotlib inline decides
     server = subprocess.Popen(
         [str(LAB), "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--LabApp.expose_app_in_browser=True"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -113,9 +114,18 @@ def lab(tmp_path_factory, browser):
 def _wait(driver, condition, timeout: float, what: str):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-        lambda d: condition(d), message=f"timed out waiting for {what}"
-    )
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+            lambda d: condition(d), message=f"timed out waiting for {what}"
+        )
+    except TimeoutException:
+        shot = (
+            Path(os.environ.get("BROWSER_SCREENSHOTS", "/tmp")) / f"timeout-{uuid.uuid4().hex}.png"
+        )
+        driver.save_screenshot(str(shot))
+        raise TimeoutException(f"timed out waiting for {what} (screenshot: {shot})") from None
 
 
 def _open_and_run_all(driver, lab, notebook: str) -> None:
@@ -127,9 +137,16 @@ def _open_and_run_all(driver, lab, notebook: str) -> None:
           f"{notebook} to open")  # fmt: skip
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator"
                                             "[data-status='idle']"), 120, "the kernel")  # fmt: skip
-    menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
-    driver.find_element(By.XPATH, menu).click()
-    driver.find_element(By.CSS_SELECTOR, "li[data-command='notebook:run-all-cells']").click()
+    # JupyterLab's own command (window.jupyterapp, exposed by --LabApp.expose_app_in_browser),
+    # not its menus, whose DOM changes between releases
+    _wait(driver, lambda d: d.execute_script(
+        "const app = window.jupyterapp; const nb = app && app.shell.currentWidget;"
+        "return !!(nb && nb.sessionContext && nb.sessionContext.session"
+        " && nb.sessionContext.session.kernel"
+        " && app.commands.isEnabled('notebook:run-all-cells'));"), 60,
+        "the notebook's kernel and its run-all command")  # fmt: skip
+    # not awaited: the command's promise settles only when every cell has run
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
 
 
 def _pngs(area) -> list[bytes]:
@@ -161,14 +178,16 @@ def test_compare_dashboard_follows_the_experiment_dropdown(browser, lab):
         return found if len(found) >= 3 and all(_pngs(a) for a in found[1:3]) else None
 
     table, pareto, curves = _wait(browser, areas, 300, "the dashboard's figures")[:3]
-    before = table.text
+    before, drawn_before = table.text, [_pngs(a) for a in (pareto, curves)]
     assert "lora" in before and "bitfit" in before
     Select(
         browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")[0]
     ).select_by_visible_text("exp_b")
     _wait(browser, lambda d: table.text != before and "adapter" in table.text, 60,
           "the table to follow the experiment")  # fmt: skip
-    time.sleep(1.0)  # the figures are set right after the table
+    _wait(browser, lambda d: all(len(_pngs(a)) == 1 and _pngs(a) != was
+                                 for a, was in zip((pareto, curves), drawn_before)), 60,
+          "both figures to be redrawn for the new experiment")  # fmt: skip
     for area in (pareto, curves):
         pngs = _pngs(area)
         assert len(pngs) == 1 and _drawn(pngs[0]), "a figure output is not one drawn image"
