@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -112,18 +113,16 @@ def lab(tmp_path_factory, browser):
 
 
 def _wait(driver, condition, timeout: float, what: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
     from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
 
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
             lambda d: condition(d), message=f"timed out waiting for {what}"
         )
     except TimeoutException:
-        shot = (
-            Path(os.environ.get("BROWSER_SCREENSHOTS", "/tmp")) / f"timeout-{uuid.uuid4().hex}.png"
-        )
+        folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tempfile.gettempdir()))
+        shot = folder / f"browser-timeout-{uuid.uuid4().hex[:8]}.png"
         driver.save_screenshot(str(shot))
         raise TimeoutException(f"timed out waiting for {what} (screenshot: {shot})") from None
 
@@ -185,9 +184,12 @@ def test_compare_dashboard_follows_the_experiment_dropdown(browser, lab):
     ).select_by_visible_text("exp_b")
     _wait(browser, lambda d: table.text != before and "adapter" in table.text, 60,
           "the table to follow the experiment")  # fmt: skip
-    _wait(browser, lambda d: all(len(_pngs(a)) == 1 and _pngs(a) != was
-                                 for a, was in zip((pareto, curves), drawn_before)), 60,
-          "both figures to be redrawn for the new experiment")  # fmt: skip
+
+    def redrawn(d):
+        now = [_pngs(a) for a in (pareto, curves)]
+        return all(len(p) == 1 and p != was for p, was in zip(now, drawn_before, strict=True))
+
+    _wait(browser, redrawn, 60, "both figures to be redrawn for the new experiment")
     for area in (pareto, curves):
         pngs = _pngs(area)
         assert len(pngs) == 1 and _drawn(pngs[0]), "a figure output is not one drawn image"
