@@ -93,7 +93,7 @@ def lab(tmp_path_factory, browser):
     server = subprocess.Popen(
         [str(LAB), "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True"],
+         "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={root / '.ws'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -109,7 +109,11 @@ def lab(tmp_path_factory, browser):
             time.sleep(0.5)
     yield base, token
     server.terminate()
-    server.wait(timeout=30)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # a server stuck in its shutdown must not outlive the test
+        server.kill()
+        server.wait(timeout=30)
 
 
 def _wait(driver, condition, timeout: float, what: str):
@@ -131,7 +135,7 @@ def _open_and_run_all(driver, lab, notebook: str) -> None:
     from selenium.webdriver.common.by import By
 
     base, token = lab
-    driver.get(f"{base}/lab/tree/{notebook}?token={token}")
+    driver.get(f"{base}/lab/tree/{notebook}?token={token}&reset")  # no restored tabs
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120,
           f"{notebook} to open")  # fmt: skip
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator"
@@ -140,9 +144,10 @@ def _open_and_run_all(driver, lab, notebook: str) -> None:
     # not its menus, whose DOM changes between releases
     _wait(driver, lambda d: d.execute_script(
         "const app = window.jupyterapp; const nb = app && app.shell.currentWidget;"
-        "return !!(nb && nb.sessionContext && nb.sessionContext.session"
+        "return !!(nb && nb.context && nb.context.path === arguments[0]"
+        " && nb.sessionContext && nb.sessionContext.session"
         " && nb.sessionContext.session.kernel"
-        " && app.commands.isEnabled('notebook:run-all-cells'));"), 60,
+        " && app.commands.isEnabled('notebook:run-all-cells'));", notebook), 60,
         "the notebook's kernel and its run-all command")  # fmt: skip
     # not awaited: the command's promise settles only when every cell has run
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
