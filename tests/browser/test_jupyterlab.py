@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 LAB = Path(sys.executable).with_name("jupyter-lab")
-OUTPUT_AREA = ".jupyter-widgets-output-area"  # an ipywidgets Output's rendered area
+OUTPUT_AREA = ".widget-output"  # an ipywidgets 8 Output's rendered area (jupyterlab-manager)
 
 
 def _missing() -> list[str]:
@@ -91,7 +92,8 @@ def lab(tmp_path_factory, browser):
     env.pop("MPLBACKEND", None)  # the notebooks' %matplotlib inline decides
     server = subprocess.Popen(
         [str(LAB), "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={root / '.ws'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -107,29 +109,48 @@ def lab(tmp_path_factory, browser):
             time.sleep(0.5)
     yield base, token
     server.terminate()
-    server.wait(timeout=30)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # a server stuck in its shutdown must not outlive the test
+        server.kill()
+        server.wait(timeout=30)
 
 
 def _wait(driver, condition, timeout: float, what: str):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-        lambda d: condition(d), message=f"timed out waiting for {what}"
-    )
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+            lambda d: condition(d), message=f"timed out waiting for {what}"
+        )
+    except TimeoutException:
+        folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tempfile.gettempdir()))
+        shot = folder / f"browser-timeout-{uuid.uuid4().hex[:8]}.png"
+        driver.save_screenshot(str(shot))
+        raise TimeoutException(f"timed out waiting for {what} (screenshot: {shot})") from None
 
 
 def _open_and_run_all(driver, lab, notebook: str) -> None:
     from selenium.webdriver.common.by import By
 
     base, token = lab
-    driver.get(f"{base}/lab/tree/{notebook}?token={token}")
+    driver.get(f"{base}/lab/tree/{notebook}?token={token}&reset")  # no restored tabs
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120,
           f"{notebook} to open")  # fmt: skip
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator"
                                             "[data-status='idle']"), 120, "the kernel")  # fmt: skip
-    menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
-    driver.find_element(By.XPATH, menu).click()
-    driver.find_element(By.CSS_SELECTOR, "li[data-command='notebook:run-all-cells']").click()
+    # JupyterLab's own command (window.jupyterapp, exposed by --LabApp.expose_app_in_browser),
+    # not its menus, whose DOM changes between releases
+    _wait(driver, lambda d: d.execute_script(
+        "const app = window.jupyterapp; const nb = app && app.shell.currentWidget;"
+        "return !!(nb && nb.context && nb.context.path === arguments[0]"
+        " && nb.sessionContext && nb.sessionContext.session"
+        " && nb.sessionContext.session.kernel"
+        " && app.commands.isEnabled('notebook:run-all-cells'));", notebook), 60,
+        "the notebook's kernel and its run-all command")  # fmt: skip
+    # not awaited: the command's promise settles only when every cell has run
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
 
 
 def _pngs(area) -> list[bytes]:
@@ -161,14 +182,19 @@ def test_compare_dashboard_follows_the_experiment_dropdown(browser, lab):
         return found if len(found) >= 3 and all(_pngs(a) for a in found[1:3]) else None
 
     table, pareto, curves = _wait(browser, areas, 300, "the dashboard's figures")[:3]
-    before = table.text
+    before, drawn_before = table.text, [_pngs(a) for a in (pareto, curves)]
     assert "lora" in before and "bitfit" in before
     Select(
         browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")[0]
     ).select_by_visible_text("exp_b")
     _wait(browser, lambda d: table.text != before and "adapter" in table.text, 60,
           "the table to follow the experiment")  # fmt: skip
-    time.sleep(1.0)  # the figures are set right after the table
+
+    def redrawn(d):
+        now = [_pngs(a) for a in (pareto, curves)]
+        return all(len(p) == 1 and p != was for p, was in zip(now, drawn_before, strict=True))
+
+    _wait(browser, redrawn, 60, "both figures to be redrawn for the new experiment")
     for area in (pareto, curves):
         pngs = _pngs(area)
         assert len(pngs) == 1 and _drawn(pngs[0]), "a figure output is not one drawn image"
