@@ -140,3 +140,9 @@ def write_run(root, experiment, name, *, seed=0, dataset="synthetic", backbone="
         (run_dir / "ledger.json").write_text(json.dumps(ledger))
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
+
+
+def write_sweep(path: Path, data: dict) -> Path:
+    """A sweep file holding ``data`` (YAML, keys in the given order)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 
 from petl_kit.__main__ import main
 from petl_kit.config import ConfigError
@@ -24,7 +23,7 @@ from petl_kit.experiments import slurm
 from petl_kit.experiments.executors import executor_options
 from petl_kit.experiments.results import collect_results
 from petl_kit.experiments.sweep import run_sweep
-from tests.conftest import write_notebook
+from tests.conftest import write_notebook, write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 UP = REPO / ".ci" / "slurm_up.sh"
@@ -40,11 +39,6 @@ def outputs(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield tmp_path / "outputs"
     torch.set_num_threads(threads)
-
-
-def write_sweep(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 # ---------------------------------------------------------------------------- no cluster needed

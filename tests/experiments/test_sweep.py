@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import petl_kit as pk
 from petl_kit.config import ConfigError
@@ -20,7 +19,7 @@ from petl_kit.experiments.executors import executor_options
 from petl_kit.experiments.results import aggregate_results, collect_results, paper_table
 from petl_kit.experiments.sweep import completed_runs, plan_sweep, run_sweep
 from petl_kit.training import train
-from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook
+from tests.conftest import LIGHT_CODE, LIGHT_PARAMS, write_notebook, write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,11 +34,6 @@ def outputs(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield tmp_path / "outputs"
     torch.set_num_threads(threads)
-
-
-def write_sweep(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 # ---------------------------------------------------------------------------- planning

@@ -125,12 +125,17 @@ def check_training_touches_only_trainable(method, family, ckpts, unused=frozense
             assert torch.equal(p, before[name]), f"frozen {name} changed"
 
 
-def check_every_trainable_tensor_changes_output(method, family, ckpts, unused=frozenset()):
-    spec = pk.get_method(method)
+def trained_for_eval(method, family, ckpts):
+    """``(model, x, mask)``: ``method`` built on ``family``'s tiny checkpoint, trained the steps
+    its registry entry needs to make every tensor matter, in eval mode, and an example input."""
     model = build(method, family, ckpts[family])
-    steps(model, family, spec.needs_grad_steps)
-    model.eval()
+    steps(model, family, pk.get_method(method).needs_grad_steps)
     x, mask = example_input(family)
+    return model.eval(), x, mask
+
+
+def check_every_trainable_tensor_changes_output(method, family, ckpts, unused=frozenset()):
+    model, x, mask = trained_for_eval(method, family, ckpts)
     with torch.no_grad():
         ref = model(x, mask)
         for name, p in model.named_parameters():
@@ -147,13 +152,9 @@ def check_every_trainable_tensor_changes_output(method, family, ckpts, unused=fr
 
 
 def check_save_load_round_trip(method, family, ckpts, tmp_path):
-    spec = pk.get_method(method)
-    model = build(method, family, ckpts[family])
-    steps(model, family, spec.needs_grad_steps)
-    model.eval()
+    model, x, mask = trained_for_eval(method, family, ckpts)
     pk.save_trained(model, tmp_path / "run")
     again = pk.load_trained(tmp_path / "run").eval()
-    x, mask = example_input(family)
     with torch.no_grad():
         assert torch.allclose(model(x, mask), again(x, mask), atol=1e-6)
     counts = pk.count_parameters(model)
@@ -161,11 +162,7 @@ def check_save_load_round_trip(method, family, ckpts, tmp_path):
 
 
 def check_merge_equals_unmerged(method, family, ckpts):
-    spec = pk.get_method(method)
-    model = build(method, family, ckpts[family])
-    steps(model, family, spec.needs_grad_steps)
-    model.eval()
-    x, mask = example_input(family)
+    model, x, mask = trained_for_eval(method, family, ckpts)
     with torch.no_grad():
         ref = model(x, mask)
         model.merge()
