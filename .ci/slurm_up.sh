@@ -76,7 +76,7 @@ configure() {
   fi
   chmod 0400 "$DIR/munge/munge.key"
   local cpus mem
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc alone obeys OMP_NUM_THREADS
   mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
   local acct="AccountingStorageType=accounting_storage/none"
   if ((ACCOUNTING)); then

@@ -1,6 +1,7 @@
 """Command line: ``python -m petl_kit {run,sweep,report,demo,predict,export,methods,params}``.
 
     python -m petl_kit run notebooks/14_lora.ipynb -f params/quickstart/lora.yaml -p epochs 3
+    torchrun --nproc-per-node 2 -m petl_kit run notebooks/14_lora.ipynb --inprocess -f ...
     python -m petl_kit sweep params/quickstart.yaml --workers 2     # submitit, 2 local workers
     python -m petl_kit sweep params/sweeps/paper1_table1_esc50.yaml -p data_path /data
     python -m petl_kit report quickstart --filter git_commit=1a2b3c --filter torch=2.11.0
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one parameter (value read as YAML); repeatable")  # fmt: skip
     run.add_argument("-e", "--experiment", help="experiment folder (default: the params')")
     run.add_argument("-n", "--name", help="run name (default: the method)")
+    run.add_argument("--inprocess", action="store_true",
+                     help="train in this process with the notebook's parameters, without "
+                     "executing it (what torchrun's data-parallel processes need)")  # fmt: skip
 
     sweep = sub.add_parser("sweep", help="run a sweep file; completed runs are skipped")
     sweep.add_argument("file", type=Path)
@@ -115,6 +119,9 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="execute the notebooks (papermill) or call run_experiment directly",
     )
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="train each run data-parallel on N devices: one job of N tasks "
+                        "(local or slurm executor, --runner inprocess)")  # fmt: skip
     parser.add_argument("--slurm-partition", default=None, metavar="NAME",
                         help="Slurm partition of every job (--executor slurm)")  # fmt: skip
     parser.add_argument("--slurm-time-min", type=int, default=None, metavar="MINUTES",
@@ -129,7 +136,7 @@ def _sweep_kwargs(args) -> dict:
     slurm = {"slurm_partition": args.slurm_partition, "timeout_min": args.slurm_time_min}
     return dict(resume=not args.fresh, workers=args.workers, executor=args.executor,
                 runner=args.runner, progress=not args.no_progress,
-                overrides=parse_overrides(args.param),
+                overrides=parse_overrides(args.param), devices=args.devices,
                 executor_params={k: v for k, v in slurm.items() if v is not None})  # fmt: skip
 
 
@@ -145,7 +152,9 @@ def parse_filters(items: list[str]) -> dict:
 
 
 def _cmd_run(args) -> int:
+    from .config import ConfigError
     from .experiments.runs import load_params_file, run_notebook
+    from .training import distributed
 
     params, source = {}, "-p"
     if args.params_file:
@@ -157,10 +166,35 @@ def _cmd_run(args) -> int:
 
         validate_params(args.notebook, overrides, source="-p overrides")
         source += " + -p overrides" if args.params_file else ""
-    run_dir = run_notebook(args.notebook, {**params, **overrides}, experiment=args.experiment,
-                           name=args.name, source=source)  # fmt: skip
-    print(f"completed: {run_dir}")
+    if distributed.launched() > 1 and not args.inprocess:
+        raise ConfigError(f"launched as {distributed.launched()} processes (WORLD_SIZE): add "
+                          "--inprocess; a notebook's kernel cannot join their process "
+                          "group")  # fmt: skip
+    if args.inprocess:
+        run_dir = _run_inprocess(args, {**params, **overrides}, source)
+    else:
+        run_dir = run_notebook(args.notebook, {**params, **overrides},
+                               experiment=args.experiment, name=args.name,
+                               source=source)  # fmt: skip
+    if distributed.is_main():
+        print(f"completed: {run_dir}")
     return 0
+
+
+def _run_inprocess(args, params: dict, source: str) -> Path:
+    """``run --inprocess``: ``run_experiment`` on the notebook's resolved parameters."""
+    from .experiments.claims import new_run_dir
+    from .experiments.runs import inprocess_params, resolve_params, run_experiment, validate_params
+    from .training import distributed
+
+    if args.experiment is not None:
+        params["experiment"] = args.experiment
+    validate_params(args.notebook, params, source=source)
+    run_params = inprocess_params(resolve_params(args.notebook, params))
+    run_dir = None
+    if args.name and distributed.is_main():  # the folder's name; the other processes get it
+        run_dir = new_run_dir(run_params.get("experiment") or "scratch", args.name)
+    return run_experiment(run_params, run_dir).run_dir
 
 
 def _cmd_sweep(args) -> int:

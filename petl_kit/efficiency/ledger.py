@@ -34,6 +34,7 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
     (forward: ``total``, ``method``), ``train_seconds``, ``wall_seconds``, ``examples_per_second``
     (training throughput), ``steps``, ``peak_memory_mb`` and ``peak_memory_kind``, ``device``,
     ``precision`` (the training's autocast as run: ``'fp32'`` | ``'bf16'`` | ``'fp16'``),
+    ``processes`` (data-parallel processes that trained it; the peak memory is process 0's),
     ``inference`` (:func:`inference_latency`, fp32, eval mode), ``merged``
     (:func:`merged_latency` for methods that merge, else None), their flat copies ``gflops``
     (forward, per example), ``method_mflops``, ``latency_ms`` (per example), ``merged_latency_ms``
@@ -77,7 +78,7 @@ def run_ledger(model, fit, loaders: dict, *, max_examples: int = 8, repeats: int
         "wall_seconds": fit.wall_seconds, "examples_per_second": fit.examples_per_second,
         "steps": fit.steps, "peak_memory_mb": fit.peak_memory_mb,
         "peak_memory_kind": fit.peak_memory_kind, "device": fit.device,
-        "precision": fit.precision, "inference": latency,
+        "precision": fit.precision, "processes": fit.processes, "inference": latency,
         "merged": merged,
         # flat copies, so tables of runs get them as columns
         "gflops": flops_["total"] / 1e9 if flops else None,

@@ -35,6 +35,7 @@ import yaml
 
 from ..data import DATASETS, load_dataset, register_dataset
 from ..data.protocols import dataset_folds, few_shot, protocol, summarize
+from ..training import distributed
 from .claims import new_run_dir
 from .provenance import write_json, write_yaml
 from .runs import dataset_options
@@ -101,11 +102,12 @@ def _run_one(params: dict, splits, run_dir: Path, call: dict) -> dict:
     """One ordinary run on ``splits``; its metrics (``run_experiment`` writes the folder)."""
     from .runs import run_experiment
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        run_dir / "dataset.json",
-        {"load_dataset": call, "info": splits.info, "sizes": splits.sizes()},
-    )
+    if distributed.is_main():  # a data-parallel run's other processes write nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            run_dir / "dataset.json",
+            {"load_dataset": call, "info": splits.info, "sizes": splits.sizes()},
+        )
     if "splits" in inspect.signature(run_experiment).parameters:
         result = run_experiment(params, run_dir, splits=splits)
     else:

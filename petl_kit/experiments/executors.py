@@ -29,28 +29,31 @@ import yaml
 
 from ..config import ConfigError
 from ..errors import RunFailed
+from ..training import distributed
 from . import claims, slurm
 from .claims import new_run_dir
 from .crossval import protocol_run
 from .provenance import canonical, experiment_dir, read_json, write_json
-from .runs import known_keys, run_experiment, run_notebook
+from .runs import inprocess_params, run_experiment, run_notebook
 
 if TYPE_CHECKING:
     from .plan import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")
-_OWN_KEYS = {"name", "workers", "poll_seconds", "state_timeout_s"}
+_OWN_KEYS = {"name", "workers", "poll_seconds", "state_timeout_s", "devices"}
 
 
 def executor_options(block: Any, file: Path, *, workers: int | None = None,
-                     name: str | None = None,
-                     params: dict | None = None) -> dict[str, Any]:  # fmt: skip
+                     name: str | None = None, params: dict | None = None,
+                     devices: int | None = None) -> dict[str, Any]:  # fmt: skip
     """The sweep file's ``executor`` block (None, a name, or a mapping) with CLI overrides;
     ``params`` (``--slurm-partition``, ``--slurm-time-min``) are submitit options for ``slurm``.
 
-    Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'poll_seconds':
-    float, 'state_timeout_s': float, 'submitit': {option: value}}``; ``name`` None (``none``)
-    means: in this process, in order. ``slurm`` needs a time limit (``timeout_min``).
+    Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'devices': int,
+    'poll_seconds': float, 'state_timeout_s': float, 'submitit': {option: value}}``; ``name``
+    None (``none``) means: in this process, in order. ``slurm`` needs a time limit
+    (``timeout_min``). ``devices`` N > 1: each run is one job of N tasks on one node, trained
+    data-parallel (:mod:`petl_kit.training.distributed`); ``local`` or ``slurm`` only.
     """
     block = {"name": block} if isinstance(block, str) else dict(block or {})
     if not all(isinstance(k, str) for k in block):
@@ -59,6 +62,8 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
         block["name"] = name
     if workers is not None:
         block["workers"] = workers
+    if devices is not None:
+        block["devices"] = devices
     block.update(params or {})
     n = block.get("workers", 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -75,11 +80,36 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
                           f"{chosen or 'none'}")  # fmt: skip
     if chosen == "slurm":
         slurm.check_time_limit(opts, f"{file}")
+    devices = _devices(block.get("devices", 1), chosen, opts, file)
     timeout = block.get("state_timeout_s", slurm.STATE_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{file}: executor.state_timeout_s = {timeout!r}; expected seconds > 0")
-    return {"name": chosen, "workers": n, "poll_seconds": float(block.get("poll_seconds", 0.5)),
+    return {"name": chosen, "workers": n, "devices": devices,
+            "poll_seconds": float(block.get("poll_seconds", 0.5)),
             "state_timeout_s": float(timeout), "submitit": opts}  # fmt: skip
+
+
+def _devices(n: Any, chosen: str | None, opts: dict, file: Path) -> int:
+    """The executor block's ``devices`` (processes per run), checked."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{file}: executor.devices = {n!r}; expected an int >= 1")
+    if n > 1 and chosen not in ("local", "slurm"):
+        raise ConfigError(f"{file}: executor.devices = {n} starts a process per device "
+                          "through submitit: use the local or slurm executor, not "
+                          f"{chosen or 'none'}")  # fmt: skip
+    if n > 1 and ("tasks_per_node" in opts or opts.get("nodes", 1) != 1):
+        raise ConfigError(f"{file}: executor.devices = {n} sets tasks_per_node = {n} on one "
+                          "node; leave tasks_per_node and nodes out")  # fmt: skip
+    return n
+
+
+def check_devices(specs: list[RunSpec], options: dict[str, Any]) -> None:
+    """Runs on more than one device need ``runner: inprocess``: a notebook's kernel cannot join
+    the processes' group."""
+    papermill = [s.name for s in specs if s.runner != "inprocess"]
+    if options["devices"] > 1 and papermill:
+        raise ConfigError(f"executor.devices = {options['devices']} needs runner: inprocess; "
+                          f"these runs execute notebooks: {', '.join(papermill[:5])}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- one run
@@ -99,8 +129,7 @@ def run_inprocess(spec: RunSpec, run_dir: Path | None = None) -> Path:
     """``run_experiment`` on the notebook's resolved params (no notebook is executed); a
     protocol (fold / shots + episode) trains on that fold's or episode's splits."""
 
-    method = spec.resolved["method"]
-    params = {k: v for k, v in spec.resolved.items() if k in known_keys(method) and k != "run_dir"}
+    params = inprocess_params(spec.resolved)
     params.setdefault("progress", False)  # headless: no one watches the bars
     run_dir = Path(run_dir) if run_dir else new_run_dir(spec.experiment, spec.name)
     if spec.protocol:
@@ -116,6 +145,17 @@ def execute(spec: RunSpec, run_dir: Path | None = None) -> Path:
         return run_inprocess(spec, run_dir)
     return run_notebook(spec.notebook, spec.params, experiment=spec.experiment, name=spec.name,
                         source=spec.source, run_dir=run_dir)  # fmt: skip
+
+
+def run_spec_on_devices(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """One task of a run's multi-task job (``devices`` N): joins the job's N tasks as
+    torch.distributed processes; task 0 is :func:`run_spec` (the folder, the record), the
+    others train beside it and return None."""
+    distributed.export_submitit_env()
+    if distributed.is_main():
+        return run_spec(spec, run_dir)
+    run_inprocess(spec, run_dir)
+    return None
 
 
 def run_spec(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
@@ -251,8 +291,11 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
         slurm.check_partition(options["submitit"].get("slurm_partition"))
     folder = experiment_dir(specs[0].experiment) / ".submitit"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=options["name"])
+    devices = options["devices"]
+    tasks = {"tasks_per_node": devices, "nodes": 1} if devices > 1 else {}
+    work = run_spec_on_devices if devices > 1 else run_spec
     try:
-        executor.update_parameters(**{"name": f"petl-{specs[0].experiment}",
+        executor.update_parameters(**{"name": f"petl-{specs[0].experiment}", **tasks,
                                       **options["submitit"]})  # fmt: skip
     except (ValueError, TypeError, NameError) as err:  # submitit names bad keys by NameError
         raise ConfigError(f"executor options {sorted(options['submitit'])}: {err}") from err
@@ -267,7 +310,7 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
                 if run_dir is None:
                     continue
                 try:
-                    job = executor.submit(run_spec, specs[i], run_dir)
+                    job = executor.submit(work, specs[i], run_dir)
                 except Exception as err:  # refused: no `queued` folder is left behind
                     shutil.rmtree(run_dir, ignore_errors=True)
                     claims.release_key(specs[i].experiment, specs[i].key)
@@ -301,7 +344,7 @@ def _submitit(specs, pending, options, start, finished, say) -> None:
 def _result(job, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """The job's record; a job that died (killed, out of memory) is recorded as failed."""
     try:
-        return job.result()
+        return job.results()[0]  # task 0's record (a multi-device job has one per task)
     except Exception as err:
         error = f"the worker died: {type(err).__name__}: {str(err)[-2000:]}"
         _mark(run_dir, "failed", error, getattr(job, "stderr", lambda: "")() or "")

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..errors import RunFailed
+from ..training import distributed
 from . import claims, steps
 from .claims import new_run_dir
 from .notebook_params import (  # noqa: F401  (re-exported: the runs API)
@@ -120,6 +121,13 @@ class RunResult:
         return build_model(**self.model.build_args, seed=self.params["seed"])
 
 
+def inprocess_params(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's resolved parameters (:func:`resolve_params`) as :func:`run_experiment`
+    takes them, to train in this process without executing the notebook."""
+    method = resolved["method"]
+    return {k: v for k, v in resolved.items() if k in known_keys(method) and k != "run_dir"}
+
+
 def dataset_options(params: dict[str, Any]) -> dict[str, Any]:
     """The ``load_dataset`` options a run's params imply: ``n_per_class`` sizes the generated
     sets (``synthetic``, ``synthetic_key``, ...) and means nothing to the others; ``fold`` picks
@@ -165,9 +173,19 @@ def run_experiment(
     that holds results or that another live process claimed is a
     :class:`~petl_kit.errors.RunClaimed` error naming it. On an exception ``metrics.json`` gets
     status ``failed`` and the traceback; then it re-raises.
+
+    Launched once per device (``torchrun``, a sweep's ``devices: N``), the processes train one
+    run data-parallel (:mod:`petl_kit.training.distributed`): process 0 makes and writes the
+    folder, the others train beside it and write nothing (``run_dir`` is process 0's).
     """
     params = dict(params)
     method = _check_keys(params)
+    if distributed.launched() > 1:
+        from ..training.train import pick_device
+
+        distributed.setup(pick_device(params["device"]))
+        if not distributed.is_main():
+            return _train_beside(params, method, splits)
     given = run_dir or params.get("run_dir")
     if given:
         run_dir = Path(given)
@@ -175,7 +193,7 @@ def run_experiment(
         claims.ensure_claim(run_dir)
     else:
         run_dir = new_run_dir(params["experiment"], method)
-    params["run_dir"] = str(run_dir)
+    params["run_dir"] = str(distributed.broadcast(str(run_dir)))
     result = RunResult(params=params, run_dir=run_dir, splits=splits)
     base = {k: params[k] for k in ("method", "dataset", "backbone", "profile")}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -195,6 +213,14 @@ def run_experiment(
     return result
 
 
+def _train_beside(params: dict[str, Any], method: str, splits) -> RunResult:
+    """A process other than 0 of a data-parallel run: the same steps, no file written."""
+    run_dir = Path(distributed.broadcast(None))  # process 0's folder, once it has claimed it
+    result = RunResult(params={**params, "run_dir": str(run_dir)}, run_dir=run_dir, splits=splits)
+    _train(result, method)
+    return result
+
+
 def _device_text(device: str) -> str:
     from ..training.train import pick_device
 
@@ -209,10 +235,13 @@ def _train(result: RunResult, method: str) -> None:
     ``run_notebook`` executes, the run ends ``trained``: the runner writes ``completed`` once the
     executed notebook is saved."""
     train_cfg = steps.train_config(result, _train_keys())
-    steps.load_data(result, dataset_options(result.params))
-    steps.build(result, method)
-    steps.make_loaders(result, train_cfg)
+    with distributed.main_first():  # what process 0 caches (features), the others read
+        steps.load_data(result, dataset_options(result.params))
+        steps.build(result, method)
+        steps.make_loaders(result, train_cfg)
     probe_cache = steps.train(result, train_cfg)
+    if not distributed.is_main():
+        return
     handed = os.environ.get(claims.HANDOFF_ENV)
     in_notebook = bool(handed) and Path(handed).resolve() == result.run_dir.resolve()
     status = "trained" if in_notebook else "completed"

@@ -180,7 +180,7 @@ def end_record(job, over: str, spec_name: str, run_dir: Path, timeout_s: float, 
     own = False  # the worker returned its own record (it wrote the run folder)
     if over == "RESULT":
         try:
-            record, own = job.result(), True
+            record, own = job.results()[0], True  # task 0's (one per task on devices > 1)
         except Exception as err:  # the worker died outside run_spec
             record["error"] = f"the worker died: {type(err).__name__}: {str(err)[-1000:]}"
         if own and record["status"] == "completed":

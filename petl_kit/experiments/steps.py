@@ -137,7 +137,7 @@ def write_artefacts(result, method: str, *, probe_cache: bool, status: str) -> N
         "best_epoch": fr.best_epoch, "selected_epoch": fr.selected_epoch,
         "train_seconds": fr.train_seconds, "peak_memory_mb": fr.peak_memory_mb,
         "examples_per_second": fr.examples_per_second, "device": fr.device,
-        "precision": fr.precision,
+        "precision": fr.precision, "processes": fr.processes,
         "lr": fr.lr, "head_lr": fr.head_lr, "sizes": splits.sizes(),
         "probe_cache": probe_cache, "data_warnings": list(splits.info.get("warnings") or []),
     }  # fmt: skip

@@ -50,8 +50,11 @@ any submitit option: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...)
 at most ``workers`` at a time — one code path for a laptop and a cluster (``slurm`` needs
 ``timeout_min``; ``state_timeout_s``, default 120: a job the cluster dropped without a result is
 given up on after it; a cancelled job is recorded ``cancelled``); ``none`` runs them in
-this process, one after another (the default). ``runner: papermill`` keeps each executed notebook
-in its run folder; ``inprocess`` skips the kernel start (a few seconds a run) and the notebook.
+this process, one after another (the default). ``devices: N`` trains each run data-parallel on
+N devices (``local`` or ``slurm``, ``runner: inprocess``): one job of N tasks on one node, each
+task a ``torch.distributed`` process (:mod:`petl_kit.training.distributed`).
+``runner: papermill`` keeps each executed notebook in its run folder; ``inprocess`` skips the
+kernel start (a few seconds a run) and the notebook.
 
 Results: ``python -m petl_kit report EXPERIMENT`` (:mod:`petl_kit.report`) tabulates the runs.
 """
@@ -66,7 +69,7 @@ import yaml
 
 from ..config import ConfigError
 from .claims import mark_interrupted
-from .executors import completed_runs, executor_options, run_specs
+from .executors import check_devices, completed_runs, executor_options, run_specs
 
 # RUNNERS, RunSpec and method_notebook are part of the sweep API
 from .plan import RUNNERS, Planner, RunSpec, flat_params, method_notebook  # noqa: F401
@@ -138,20 +141,23 @@ def run_sweep(
     runner: str | None = None,
     overrides: dict | None = None,
     executor_params: dict | None = None,
+    devices: int | None = None,
     log: Callable[[str], Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every run of the sweep (module docstring); ``workers``/``executor``/``runner``
     override the file's, ``overrides`` every run's parameters, ``executor_params`` (submitit
-    options such as ``slurm_partition``, ``timeout_min``; slurm only) the executor block's.
+    options such as ``slurm_partition``, ``timeout_min``; slurm only) and ``devices``
+    (processes per run) the executor block's.
 
     Returns one record per run, in plan order: ``{'name', 'status': 'completed' | 'skipped' |
     'failed' | 'cancelled', 'run_dir', 'seconds', 'error'}``.
     """
     specs = plan_sweep(file, runner=runner, overrides=overrides)
     options = executor_options(read_sweep(Path(file)).get("executor"), Path(file),
-                               workers=workers, name=executor,
-                               params=executor_params)  # fmt: skip
+                               workers=workers, name=executor, params=executor_params,
+                               devices=devices)  # fmt: skip
+    check_devices(specs, options)
     if resume and specs:  # runs killed with their sweep: recorded, then rerun in fresh folders
         for run_dir in mark_interrupted(specs[0].experiment):
             (log or print)(f"interrupted earlier (its process is gone): {run_dir}")

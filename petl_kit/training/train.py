@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, build, check_profile, option
 from ..methods import get_method
 from ..model.checkpointing import set_activation_checkpointing
+from . import distributed
 from .metrics import compute_metrics, evaluate, forward_batch, loss_fn, primary_metric
 from .precision import grad_scaler, resolve_precision
 
@@ -123,7 +124,8 @@ class FitResult:
     peak_memory_kind: str = ""  # 'cuda_max_allocated' (this fit) | 'process_peak_rss' (process)
     device: str = "cpu"
     precision: str = "fp32"  # as run ('auto' resolved on the device)
-    examples_per_second: float = 0.0  # train examples / train_seconds
+    processes: int = 1  # data-parallel processes (training.distributed); 1: this one alone
+    examples_per_second: float = 0.0  # train examples (of every process) / train_seconds
     steps: int = 0  # optimiser steps
     notes: list[str] = field(default_factory=list)
 
@@ -251,6 +253,11 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     (mean batch loss), ``train_<primary metric>`` (running, over the epoch's train-mode outputs),
     ``val_loss`` and ``val_<metric>`` for every metric (with val), ``epoch_seconds`` (train + val).
 
+    Data parallel (launched by ``torchrun`` or a sweep's ``devices: N``; see
+    :mod:`.distributed`): each process trains on its share of every global batch of
+    ``loaders['train']``, DDP averages the trainable gradients, process 0 evaluates; the result
+    (``processes`` = N) is the same in every process.
+
     Selection: with val, a deep copy of ``trainable_state_dict()`` is kept at the best val primary
     metric (ties keep the earlier epoch). Test runs on the last weights and on that copy;
     ``cfg.select`` says which is reported and which weights the model keeps.
@@ -259,51 +266,59 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     if "train" not in loaders or set(loaders) - {"train", "val", "test"}:
         raise ValueError(f"fit: loaders must be 'train' [+ 'val', 'test']; got {sorted(loaders)}")
     seed_everything(cfg.seed, cfg.deterministic)
-    device, task, metric = pick_device(cfg.device), model.task, primary_metric(model.task)
+    device = distributed.setup(pick_device(cfg.device))  # this process's under torchrun
+    task, metric = model.task, primary_metric(model.task)
     model.to(device)
     if cfg.activation_checkpointing:  # stays on: it acts only while autograd records
         set_activation_checkpointing(model, True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_loader, val_loader = loaders["train"], loaders.get("val")
+    # more than one process: DDP's gradient all-reduce, this process's share of each batch
+    trainer, sharded = distributed.wrap(model, device), distributed.world()[1] > 1
+    train_loader, val_loader = distributed.shard_loader(loaders["train"]), loaders.get("val")
     opt, sched = make_optimizer(model, cfg, len(train_loader) * cfg.epochs)
     criterion, (lr, head_lr) = loss_fn(task, tempo_loss=cfg.tempo_loss), resolve_lrs(model, cfg)
     precision = resolve_precision(cfg.precision, device)
     scaler = grad_scaler(precision, device)  # fp16 only: scaled loss, unscaled before clipping
     scoring = {"precision": precision, "aggregate": cfg.segment_aggregate, "criterion": criterion}
     result = FitResult(select=cfg.select, device=str(device), lr=lr, head_lr=head_lr,
-                       precision=precision)  # fmt: skip
+                       precision=precision, processes=distributed.world()[1])  # fmt: skip
     best_score, best_state, examples, start = -math.inf, None, 0, time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress)
+    quiet = not cfg.progress or not distributed.is_main()  # one process draws the bars
+    epochs = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=quiet)
     for epoch in epochs:
         t0 = time.perf_counter()
         model.train()
         row: dict[str, Any] = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
         losses, outs, targets = [], [], []
-        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
+        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=quiet)
         for batch in bar:
-            logits, target = forward_batch(model, batch, device, precision)
+            logits, target = forward_batch(trainer, batch, device, precision)
             loss = criterion(logits, target)
-            if not torch.isfinite(loss):
-                raise _nonfinite_loss(loss, batch, train_loader, epoch, result.steps, opt)
+            real, weight = distributed.share_weight(train_loader) if sharded else (len(logits), 1)
+            # the global batch's mean loss, in every process (a NaN anywhere stops them all)
+            step_loss = _global_loss(loss, real, device) if sharded else loss.item()
+            if not math.isfinite(step_loss):
+                raise _nonfinite_loss(step_loss, batch, train_loader, epoch, result.steps, opt)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss * weight if sharded else loss).backward()
             if cfg.grad_clip is not None:  # frozen tensors have no grad and are skipped
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             sched.step()
-            result.steps, examples = result.steps + 1, examples + len(logits)
-            losses.append(loss.item())
-            outs.append(logits.detach().cpu())
-            targets.append(batch["labels"].cpu())
+            result.steps, examples = result.steps + 1, examples + real
+            losses.append(step_loss)
+            outs.append(logits.detach()[:real].cpu())
+            targets.append(batch["labels"][:real].cpu())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         result.train_seconds += time.perf_counter() - t0
         row["train_loss"] = float(np.mean(losses))
-        row[f"train_{metric}"] = compute_metrics(task, torch.cat(outs), torch.cat(targets))[metric]
-        if val_loader is not None:
-            val = evaluate(model, val_loader, task, device, **scoring)
+        outs, targets = _gathered(outs), _gathered(targets)
+        row[f"train_{metric}"] = compute_metrics(task, outs, targets)[metric]
+        if val_loader is not None:  # process 0 evaluates, every process selects alike
+            val = distributed.on_main(evaluate, model, val_loader, task, device, **scoring)
             row.update({f"val_{k}": v for k, v in val.items() if k not in ("n", "segments")})
             if val[metric] > best_score:  # strict: ties keep the earlier epoch
                 best_score, best_state, result.best_epoch = val[metric], _snapshot(model), epoch
@@ -314,9 +329,23 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
             on_epoch(dict(row))
     _test_and_select(model, loaders, scoring, cfg, result, best_state, device)
     result.wall_seconds = time.perf_counter() - start
+    examples = int(distributed.all_sum([examples], device)[0]) if sharded else examples
     result.examples_per_second = examples / result.train_seconds if result.train_seconds else 0.0
     result.peak_memory_mb, result.peak_memory_kind = _peak_memory(device)
     return result
+
+
+def _global_loss(loss: torch.Tensor, real: int, device: torch.device) -> float:
+    """The mean loss over the global batch: each process's mean loss × its real items,
+    summed over the processes (one all-reduce), over all of them."""
+    local = loss.item() * real if real else 0.0  # a stand-in item (weight 0) counts nothing
+    total, items = distributed.all_sum([local, real], device)
+    return total / items
+
+
+def _gathered(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat`` of this process's pieces, and of every process's under data parallel."""
+    return torch.cat([torch.cat(p) for p in distributed.gather(pieces)])
 
 
 def batch_sources(loader: DataLoader, batch: dict, limit: int = 3) -> list[str]:
@@ -339,12 +368,12 @@ def batch_sources(loader: DataLoader, batch: dict, limit: int = 3) -> list[str]:
     return out
 
 
-def _nonfinite_loss(loss, batch, loader, epoch: int, step: int, opt) -> FloatingPointError:
+def _nonfinite_loss(loss: float, batch, loader, epoch: int, step: int, opt) -> FloatingPointError:
     """The error of a NaN / Inf training loss: the step and the first files of its batch."""
     files = batch_sources(loader, batch)
     where = f"; first files of the batch: {', '.join(files)}" if files else ""
     return FloatingPointError(
-        f"fit: loss is {loss.item()} at epoch {epoch}, step {step}{where}. Check those clips "
+        f"fit: loss is {loss} at epoch {epoch}, step {step}{where}. Check those clips "
         f"(petl_kit.data.load_audio refuses NaN / Inf samples), else lower the lr (now "
         f"{opt.param_groups[0]['lr']:.3g}) or set grad_clip"
     )
@@ -355,7 +384,8 @@ def _test_and_select(model, loaders, scoring, cfg: TrainConfig, result: FitResul
     """Fill test_last / test_best_val / test / val / selected_epoch; load the selected weights."""
     task, test_loader, select = model.task, loaders.get("test"), cfg.select
     if test_loader is not None:
-        result.test_last = evaluate(model, test_loader, task, device, **scoring)
+        result.test_last = distributed.on_main(evaluate, model, test_loader, task, device,
+                                               **scoring)  # fmt: skip
     if best_state is None:
         if select == "best_val":
             why = "the val metric was never finite" if "val" in loaders else "no 'val' loader"
@@ -364,7 +394,8 @@ def _test_and_select(model, loaders, scoring, cfg: TrainConfig, result: FitResul
     elif test_loader is not None:
         last_state = _snapshot(model) if select == "last" else None
         model.load_state_dict(best_state, strict=False)
-        result.test_best_val = evaluate(model, test_loader, task, device, **scoring)
+        result.test_best_val = distributed.on_main(evaluate, model, test_loader, task, device,
+                                                   **scoring)  # fmt: skip
         if last_state is not None:
             model.load_state_dict(last_state, strict=False)
     elif select == "best_val":

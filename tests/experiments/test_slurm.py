@@ -236,3 +236,23 @@ def test_a_missing_partition_is_named_and_leaves_no_folder(cluster, tmp_path, ou
     err = capsys.readouterr().err
     assert code == 2 and "'no_such_part' does not exist" in err and "debug" in err
     assert not list((outputs / "p").glob("*/metrics.json"))  # no `queued` leftovers
+
+
+def test_a_run_on_two_devices_is_one_job_of_two_tasks(cluster, tiny_checkpoints, tmp_path,
+                                                      outputs):  # fmt: skip
+    cpus = subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True)
+    assert int(cpus.stdout.split()[0]) >= 2, f"a 2-task job needs 2 CPUs on the node: {cpus}"
+    sweep = write_sweep(tmp_path / "dp.yaml", {
+        "experiment": "dp", "runner": "inprocess",
+        "executor": {"name": "slurm", "devices": 2, "timeout_min": 10, "poll_seconds": 0.5},
+        "params": {"checkpoint": str(tiny_checkpoints["ast"]), "n_per_class": 4, "epochs": 1},
+        "runs": [{"notebook": "notebooks/14_lora.ipynb", "name": "lora"}],
+    })  # fmt: skip
+    lines = []
+    records = run_sweep(sweep, log=lines.append, progress=False)
+    assert [r["status"] for r in records] == ["completed"], lines
+    assert [p.name for p in (outputs / "dp").glob("lora-*")] == [records[0]["run_dir"].name]
+    metrics = json.loads((records[0]["run_dir"] / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["processes"] == 2
+    logs = sorted(p.name for p in (outputs / "dp" / ".submitit").rglob("*_log.out"))
+    assert [name.split("_")[1] for name in logs] == ["0", "1"], logs  # task 0 and task 1

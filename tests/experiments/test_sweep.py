@@ -143,7 +143,8 @@ def test_executor_options_from_file_and_command_line():
     f = Path("s.yaml")
     assert executor_options(None, f)["name"] is None  # default: in this process
     assert executor_options(None, f, workers=3) == {
-        "name": "local", "workers": 3, "poll_seconds": 0.5, "state_timeout_s": 120.0, "submitit": {}
+        "name": "local", "workers": 3, "devices": 1, "poll_seconds": 0.5, "state_timeout_s": 120.0,
+        "submitit": {},
     }  # fmt: skip
     block = {"name": "slurm", "workers": 20, "slurm_partition": "gpu", "gpus_per_node": 1,
              "timeout_min": 30}  # fmt: skip
