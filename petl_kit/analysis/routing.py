@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..model.checkpointing import recomputing
+
 # ---------------------------------------------------------------------------- the recorder
 
 
@@ -71,7 +73,10 @@ class RoutingRecorder:
             m.recorder = None
 
     def record(self, module: nn.Module, **tensors: torch.Tensor) -> None:
-        """Called by a mixture's forward: keep detached copies of ``tensors``."""
+        """Called by a mixture's forward: keep detached copies of ``tensors`` (not when
+        activation checkpointing recomputes the block in backward: that forward was recorded)."""
+        if recomputing():
+            return
         kept = {}
         for name, t in tensors.items():
             t = t.detach()

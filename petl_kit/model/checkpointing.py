@@ -25,6 +25,8 @@ that calls its class's forward through :func:`torch.utils.checkpoint.checkpoint`
   :mod:`contextvars` context, and the recomputation, which happens during ``backward()``, long
   after :func:`~petl_kit.methods.padding.valid_frames` exited, runs in that same copy, so
   Soft-MoA still sees the batch's valid frames;
+* observers can tell a recomputation from a forward pass (:func:`recomputing`): a routing
+  recorder keeps one record per forward, not a second one from the backward pass;
 * it acts only while autograd records: under ``torch.no_grad()`` (evaluation) a block runs its
   original forward. The block's own ``training`` flag cannot decide it, since a frozen backbone
   stays in eval mode while the modules a method put inside it train (corrected profile, R26).
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import threading
 import types
 from collections.abc import Iterator
 
@@ -43,6 +46,28 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbones import anatomy
+
+_state = threading.local()  # the backward pass recomputes in its own thread (CUDA)
+
+
+def recomputing() -> bool:
+    """True while a checkpointed block is being recomputed for the backward pass."""
+    return getattr(_state, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _recomputation():
+    _state.depth = getattr(_state, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+
+
+def _contexts():
+    """``checkpoint``'s ``context_fn``: nothing around the forward, a flag around the
+    recomputation (:func:`recomputing`)."""
+    return contextlib.nullcontext(), _recomputation()
 
 
 def _checkpointed_forward(block: nn.Module, *args, **kwargs):
@@ -54,7 +79,8 @@ def _checkpointed_forward(block: nn.Module, *args, **kwargs):
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
     context = contextvars.copy_context()  # replayed in the recomputation (padding mask)
-    return checkpoint(context.run, forward, *args, use_reentrant=False, **kwargs)
+    return checkpoint(context.run, forward, *args, use_reentrant=False, context_fn=_contexts,
+                      **kwargs)  # fmt: skip
 
 
 def _block_checkpointed(block: nn.Module) -> bool:

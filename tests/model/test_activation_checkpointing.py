@@ -1,6 +1,7 @@
 """Activation checkpointing (model.checkpointing): the same loss and gradients as a plain step for
 every family and the methods that inject modules inside blocks, recomputation really happens in
-backward (with the padding context of Soft-MoA), no effect without autograd, and the run
+backward (with the padding context of Soft-MoA) and is not recorded twice by a routing recorder,
+no effect without autograd, and the run
 parameter reaches ``fit`` through ``run_experiment``."""
 
 import random
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import petl_kit as pk
+from petl_kit.analysis.routing import RoutingRecorder
 from petl_kit.backbones import anatomy
 from petl_kit.backbones.registry import tiny_config
 from petl_kit.config import ConfigError, build
@@ -18,6 +20,7 @@ from petl_kit.methods import padding
 from petl_kit.model.checkpointing import (
     activation_checkpointing,
     is_checkpointed,
+    recomputing,
     set_activation_checkpointing,
 )
 from petl_kit.training.train import TrainConfig
@@ -25,7 +28,8 @@ from tests.conftest import example_input
 
 FAMILIES = ("ast", "wav2vec2", "hubert", "mert", "musicfm")
 METHODS = ("full_ft", "lora", "adapter", "prompt_tuning", "prefix_tuning", "soft_moa")
-SMALL = {"lora": {"rank": 4}, "adapter": {"bottleneck": 4}, "soft_moa": {"bottleneck": 4}}
+SMALL = {"lora": {"rank": 4}, "adapter": {"bottleneck": 4}, "soft_moa": {"bottleneck": 4},
+         "dense_moa": {"bottleneck": 4}}  # fmt: skip
 
 
 def _model(family: str, method: str, **options):
@@ -121,6 +125,23 @@ def test_soft_moa_sees_the_valid_frames_when_recomputed(family):
     torch.testing.assert_close(seen[2], seen[1])
     for name, g in grads.items():
         torch.testing.assert_close(g, plain[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("method", ("soft_moa", "dense_moa"))
+def test_a_routing_recorder_keeps_one_record_per_forward(method):
+    """The recomputation in backward runs the mixtures again; the recorder keeps the forward's."""
+    model = _model("ast", method)
+    x, mask = example_input("ast")
+    records = {}
+    for checkpointed in (False, True):
+        with RoutingRecorder(model) as recorder:
+            _step(model, x, mask, checkpointed=checkpointed)
+        records[checkpointed] = recorder.records
+        assert all(len(calls) == 1 for calls in recorder.records.values()), checkpointed
+    for site, (plain,) in records[False].items():
+        for name, value in plain.items():
+            torch.testing.assert_close(records[True][site][0][name], value, atol=0, rtol=0)
+    assert recomputing() is False
 
 
 @pytest.mark.parametrize("family", ("ast", "musicfm"))
