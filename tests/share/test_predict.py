@@ -115,3 +115,22 @@ def test_predict_tables_of_multilabel_and_key_runs(make_run):
     assert np.abs(table[run.labels].to_numpy()[0] - sig).max() < 1e-6
     run.model.task = "key"
     assert "key" in run.predict(wave).columns
+
+
+def test_predict_reads_a_tempo_run_as_bpm(make_run):
+    """Tempo: ``tempo_bpm`` is the read-out of the 300 bin probabilities (a head whose
+    probabilities peak at 123 BPM whatever the input)."""
+    from petl_kit.training.music_tasks import TEMPO_BINS, TEMPO_CLASSES, tempo_readout
+
+    run = pk.load_run(make_run("ast", "linear"))
+    head = torch.nn.Linear(run.model.backbone.config.hidden_size, TEMPO_BINS)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(-0.5 * ((torch.arange(TEMPO_BINS) - 123.0) / 2.0) ** 2)
+    run.model.head, run.model.task = head, "tempo"
+    run.labels = list(TEMPO_CLASSES)
+    table = run.predict([tone(1.0), tone(2.0, freq=220.0)])
+    assert list(table.columns) == ["file", "seconds", "segments", "tempo_bpm"]
+    assert table["tempo_bpm"].to_numpy() == pytest.approx([123.0, 123.0], abs=0.01)
+    _, probs, _ = run.probabilities([tone(1.0)])
+    assert table["tempo_bpm"][0] == tempo_readout(probs)[0]
