@@ -12,7 +12,9 @@ Its logs go to ``<outputs>/<experiment>/.submitit/``. On ``slurm`` the end of ea
 learnt from the controller as well (:mod:`petl_kit.experiments.slurm`): a cancelled job is
 recorded ``cancelled``, a job the cluster dropped without a result is given up on after
 ``state_timeout_s`` (an executor option), a time limit is required and a missing partition is
-named before any run folder is made.
+named before any run folder is made. With ``devices`` N > 1 a run is one job of N tasks: every
+task joins the job's ``torch.distributed`` group (:func:`run_spec_on_devices`), task 0 writes the
+folder and returns the record.
 """
 
 from __future__ import annotations
