@@ -143,6 +143,20 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def global_mean(loss: torch.Tensor, real: int, device: torch.device) -> float:
+    """The mean loss over the global batch: each process's mean ``loss`` × its ``real`` items,
+    summed over the processes (one all-reduce), over all of them."""
+    local = loss.item() * real if real else 0.0  # a stand-in item (weight 0) counts nothing
+    total, items = all_sum([local, real], device)
+    return total / items
+
+
+def gather_cat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat`` of every process's ``pieces`` (rank order), this process's alone without
+    a process group: ``[sum of rows, ...]``."""
+    return torch.cat([torch.cat(p) for p in gather(pieces)])
+
+
 class ShardedBatchSampler(Sampler[list[int]]):
     """This process's share of each batch of ``batch_sampler`` (the single-process sampler).
 

@@ -297,7 +297,7 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
             loss = criterion(logits, target)
             real, weight = distributed.share_weight(train_loader) if sharded else (len(logits), 1)
             # the global batch's mean loss, in every process (a NaN anywhere stops them all)
-            step_loss = _global_loss(loss, real, device) if sharded else loss.item()
+            step_loss = distributed.global_mean(loss, real, device) if sharded else loss.item()
             if not math.isfinite(step_loss):
                 raise _nonfinite_loss(step_loss, batch, train_loader, epoch, result.steps, opt)
             opt.zero_grad(set_to_none=True)
@@ -315,7 +315,7 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         result.train_seconds += time.perf_counter() - t0
         row["train_loss"] = float(np.mean(losses))
-        outs, targets = _gathered(outs), _gathered(targets)
+        outs, targets = distributed.gather_cat(outs), distributed.gather_cat(targets)
         row[f"train_{metric}"] = compute_metrics(task, outs, targets)[metric]
         if val_loader is not None:  # process 0 evaluates, every process selects alike
             val = distributed.on_main(evaluate, model, val_loader, task, device, **scoring)
@@ -333,19 +333,6 @@ def fit(model, loaders: dict[str, DataLoader], cfg: TrainConfig | None = None, *
     result.examples_per_second = examples / result.train_seconds if result.train_seconds else 0.0
     result.peak_memory_mb, result.peak_memory_kind = _peak_memory(device)
     return result
-
-
-def _global_loss(loss: torch.Tensor, real: int, device: torch.device) -> float:
-    """The mean loss over the global batch: each process's mean loss × its real items,
-    summed over the processes (one all-reduce), over all of them."""
-    local = loss.item() * real if real else 0.0  # a stand-in item (weight 0) counts nothing
-    total, items = distributed.all_sum([local, real], device)
-    return total / items
-
-
-def _gathered(pieces: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat`` of this process's pieces, and of every process's under data parallel."""
-    return torch.cat([torch.cat(p) for p in distributed.gather(pieces)])
 
 
 def batch_sources(loader: DataLoader, batch: dict, limit: int = 3) -> list[str]:
