@@ -114,15 +114,16 @@ def table(df, precisions: list[str]) -> tuple[list[str], list[str]]:
     """The Markdown table and the methods whose difference exceeds their seed spread (with
     the unrounded difference and spread)."""
     a, b = precisions
-    head = (f"| method | {a} test acc. | {b} test acc. | {b} − {a} | seed spread | within |",
-            "|---|---|---|---|---|---|")  # fmt: skip
+    head = (f"| method | {a} test acc. | {b} test acc. | {b} − {a} | per seed | seed spread "
+            "| within |", "|---|---|---|---|---|---|---|")  # fmt: skip
     lines, outside, diffs = list(head), [], []
     df = df.assign(label=df.apply(_label, axis=1)).sort_values("started")  # the sweep's order
     for label in dict.fromkeys(df["label"]):
-        cells, stats = [], {}
+        cells, stats, by_seed = [], {}, {}
         for p in precisions:
-            acc = df[(df.label == label) & (df.precision == p)].sort_values("seed")["test_accuracy"]
-            values = [100 * v for v in acc]
+            rows = df[(df.label == label) & (df.precision == p)]
+            by_seed[p] = dict(zip(rows["seed"], 100 * rows["test_accuracy"], strict=True))
+            values = list(by_seed[p].values())
             if not values:
                 raise SystemExit(f"{label}: no completed run at {p}; run the benchmark again "
                                  "(it skips the runs already completed)")  # fmt: skip
@@ -131,12 +132,14 @@ def table(df, precisions: list[str]) -> tuple[list[str], list[str]]:
         diff = stats[b][0] - stats[a][0]
         spread = max(stats[a][1], stats[b][1])
         diffs.append(diff)
+        paired = ", ".join(f"{by_seed[b][seed] - by_seed[a][seed]:+.1f}"
+                           for seed in sorted(set(by_seed[a]) & set(by_seed[b])))  # fmt: skip
         within = abs(diff) <= spread
         if not within:
             outside.append(f"{label}: |{diff:+.2f}| > {spread:.2f} points")
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {diff:+.1f} | {spread:.1f} | "
-                     f"{'yes' if within else 'NO'} |")  # fmt: skip
-    lines.append(f"| mean over the {len(diffs)} methods | | | {statistics.fmean(diffs):+.1f} | "
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {diff:+.1f} | {paired} | "
+                     f"{spread:.1f} | {'yes' if within else 'NO'} |")  # fmt: skip
+    lines.append(f"| mean over the {len(diffs)} methods | | | {statistics.fmean(diffs):+.1f} | | "
                  f"| {len(diffs) - len(outside)} of {len(diffs)} |")  # fmt: skip
     return lines, outside
 
@@ -210,8 +213,8 @@ def main() -> None:
         verdict = (
             f"{len(outside)} method(s) differ by more than their seed spread "
             f"({'; '.join(outside)}): fp32 stays the default under both profiles. The rule is "
-            "strict by design (three seeds' stds, every method); a difference of this size on "
-            "this test set is a couple of clips, and more seeds would tell whether it is noise"
+            "strict by design (three seeds' stds, every method); `per seed` (the same seed at both "
+            "precisions) shows whether a difference is the same on every seed"
         )
     else:
         verdict = ("every method's difference is within its seed spread: `auto` becomes the "
@@ -227,7 +230,8 @@ def main() -> None:
         "",
         what,
         "Test accuracy (%) of each run's reported `test` split, mean ± population std over seeds.",
-        "Seed spread: the larger of the two stds; `within`: |difference| <= seed spread. "
+        "Per seed: the difference at each seed, in seed order. Seed spread: the larger of the two "
+        "stds; `within`: |difference| <= seed spread. "
         f"One test clip is {100 / df['test_n'].max():.2f} points "
         f"({int(df['test_n'].max())} test clips).",
         "",
