@@ -1,6 +1,9 @@
 """Mixed precision as a run parameter: ``precision = 'fp32' | 'bf16' | 'fp16' | 'auto'``.
 
-- ``'fp32'``: no autocast (both papers trained in fp32; the kit's default under both profiles).
+- ``'fp32'``: no autocast; the default under both profiles. PETL_AST trained in fp32, the music
+  paper's reference in bf16-mixed (spec ``training.md`` §2.3). ``'auto'`` stays opt-in: over
+  three seeds of the quickstart, bf16 moved one method's test accuracy (Dense-MoA, -1.0 points)
+  past its seed spread (``benchmarks/results/precision_accuracy.md``).
 - ``'bf16'`` / ``'fp16'``: ``torch.autocast`` of the model's forward on the run's device, CPU and
   CUDA alike; the weights and the optimiser stay fp32. ``'fp16'`` also scales the loss
   (``torch.amp.GradScaler``) so small gradients do not underflow.

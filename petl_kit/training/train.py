@@ -65,7 +65,8 @@ class TrainConfig:
     deterministic: bool = option(False, True)  # R33: False keeps cudnn.benchmark (reference)
     device: str = "auto"  # 'auto': cuda if available, else cpu
     # autocast of the forward on CPU and CUDA alike (training.precision); 'auto': bf16 where the
-    # hardware multiplies bf16 natively, else fp32. Both papers trained in fp32.
+    # hardware multiplies bf16 natively, else fp32. fp32 under both profiles: PETL_AST's own;
+    # 'auto' is opt-in (benchmarks/results/precision_accuracy.md: bf16 on the quickstart)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     # recompute each transformer block in backward instead of keeping its activations
     # (model.checkpointing): less memory on long inputs, one more block forward per step; the

@@ -1,8 +1,12 @@
 """``precision`` as a run parameter (fp32 | bf16 | fp16 | auto): autocast on CPU as on CUDA,
 loss and metrics in fp32, recorded in the fit, the metrics and the ledger."""
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import petl_kit as pk
 from petl_kit.config import build
@@ -32,6 +36,17 @@ def _cfg(**values):
 @pytest.mark.parametrize("profile", ["reference", "corrected"])
 def test_default_is_fp32_in_both_profiles(profile):
     assert build(TrainConfig, {}, profile).precision == "fp32"
+
+
+def test_paper1_presets_train_in_fp32():
+    """PETL_AST trained in fp32: its presets (params/paper1, the reference profile) must too."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    files = sorted((Path(__file__).resolve().parents[2] / "params" / "paper1").rglob("*.yaml"))
+    assert files
+    for file in files:
+        params = yaml.safe_load(file.read_text())
+        train = {k: v for k, v in params.items() if k in fields and k != "profile"}
+        assert build(TrainConfig, train, params["profile"]).precision == "fp32", file
 
 
 def test_unknown_precision_names_the_valid_ones():
