@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from .plan import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")
+# submitit kills local workers after 2 minutes unless told otherwise; no scheduler asks for a
+# limit here, so a run on this machine gets a week unless the sweep gives timeout_min
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60
 _OWN_KEYS = {"name", "workers", "poll_seconds", "state_timeout_s", "devices"}
 
 
@@ -54,7 +57,7 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
     Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'devices': int,
     'poll_seconds': float, 'state_timeout_s': float, 'submitit': {option: value}}``; ``name``
     None (``none``) means: in this process, in order. ``slurm`` needs a time limit
-    (``timeout_min``). ``devices`` N > 1: each run is one job of N tasks on one node, trained
+    (``timeout_min``); ``local`` gets :data:`LOCAL_TIMEOUT_MIN` unless it has one. ``devices`` N > 1: each run is one job of N tasks on one node, trained
     data-parallel (:mod:`petl_kit.training.distributed`); ``local`` or ``slurm`` only.
     """
     block = {"name": block} if isinstance(block, str) else dict(block or {})
@@ -82,6 +85,8 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
                           f"{chosen or 'none'}")  # fmt: skip
     if chosen == "slurm":
         slurm.check_time_limit(opts, f"{file}")
+    if chosen == "local":
+        opts.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)
     devices = _devices(block.get("devices", 1), chosen, opts, file)
     timeout = block.get("state_timeout_s", slurm.STATE_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

@@ -32,7 +32,7 @@ COMPARE_KEYS = (
     "experiment", "run_dir", "dataset", "data_path", "backbone", "checkpoint", "encoder_depth",
     "max_length", "profile", "methods", "probe_layers", "epochs", "batch_size", "probe_lr",
     "ft_lr", "petl_lr", "scratch_lr", "min_lr", "train_crop", "eval_segment", "select", "seed",
-    "device",
+    "device", "precision", "activation_checkpointing",
 )  # fmt: skip
 # data parameters of the generated sets (synthetic_key, ...); ignored for a real data_path
 SYNTHETIC_KEYS = ("n_per_class", "clip_seconds", "bpm_step")
@@ -136,8 +136,8 @@ def compare_methods(splits, params: Mapping[str, Any], *, log=print) -> MusicCom
         )
     common = {k: p[k] for k in ("experiment", "dataset", "data_path", "backbone", "checkpoint",
                                 "encoder_depth", "max_length", "epochs", "batch_size", "seed",
-                                "profile", "device", "min_lr", "train_crop", "eval_segment",
-                                "select")}  # fmt: skip
+                                "profile", "device", "precision", "activation_checkpointing",
+                                "min_lr", "train_crop", "eval_segment", "select")}  # fmt: skip
     common.update(optimizer="adam", weight_decay=0.0, grad_clip=1.0, progress=False)
     folder = Path(p["run_dir"]) if p["run_dir"] else new_run_dir(p["experiment"], "compare")
     comparison = MusicComparison(splits, folder, primary_metric(splits.task))

@@ -45,7 +45,8 @@ Every run gets a fresh folder (never another run's), claimed before it starts; e
 is claimed by its key first, so two sweeps on one experiment never run the same run (the second
 skips what the first holds). A resumed sweep marks the runs whose process died ``interrupted``
 (:mod:`petl_kit.experiments.claims`) and reruns them. ``workers`` > 1 or an ``executor`` sends runs
-to submitit (``AutoExecutor``; ``name``: ``local`` (processes on this machine), ``slurm`` (with
+to submitit (``AutoExecutor``; ``name``: ``local`` (processes on this machine; ``timeout_min``
+a week unless given), ``slurm`` (with
 any submitit option: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...) or ``debug``),
 at most ``workers`` at a time — one code path for a laptop and a cluster (``slurm`` needs
 ``timeout_min``; ``state_timeout_s``, default 120: a job the cluster dropped without a result is

@@ -18,6 +18,7 @@ PARAMS = dict(
     max_length=24000, profile="corrected", methods="probing,scratch", probe_layers="weighted_sum",
     epochs=1, batch_size=16, probe_lr=1e-3, ft_lr=3e-4, petl_lr=3e-3, scratch_lr=1e-3,
     min_lr=0.0, train_crop=None, eval_segment=None, select="last", seed=0, device="cpu",
+    precision="fp32", activation_checkpointing=True,
     unrelated="a notebook's globals() hold more than the parameters",
 )  # fmt: skip
 
@@ -33,6 +34,8 @@ def test_compare_methods_writes_one_folder_per_method_and_the_dashboard_reads_th
     assert splits.name == "synthetic_key" and splits.sizes()["train"] > 0
     comparison = music_compare.compare_methods(splits, PARAMS, log=None)
     assert list(comparison.table["method"]) == ["probing", "scratch"]
+    for run in comparison.results.values():  # the training switches reach every method's run
+        assert run.params["activation_checkpointing"] is True and run.params["precision"] == "fp32"
     assert comparison.score == "key_weighted_ascending"
     assert {"test_key_weighted_ascending", "val_key_weighted_ascending", "trainable_params",
             "train_seconds"} <= set(comparison.table.columns)  # fmt: skip

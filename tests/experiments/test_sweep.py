@@ -144,8 +144,11 @@ def test_executor_options_from_file_and_command_line():
     assert executor_options(None, f)["name"] is None  # default: in this process
     assert executor_options(None, f, workers=3) == {
         "name": "local", "workers": 3, "devices": 1, "poll_seconds": 0.5, "state_timeout_s": 120.0,
-        "submitit": {},
+        "submitit": {"timeout_min": 7 * 24 * 60},  # not submitit's 2 minutes
     }  # fmt: skip
+    assert executor_options({"name": "local", "timeout_min": 30}, f)["submitit"] == {
+        "timeout_min": 30
+    }
     block = {"name": "slurm", "workers": 20, "slurm_partition": "gpu", "gpus_per_node": 1,
              "timeout_min": 30}  # fmt: skip
     opts = executor_options(block, f)
@@ -264,3 +267,23 @@ def test_papermill_runs_on_two_submitit_workers(light, tmp_path, outputs):
     df = collect_results("w")
     assert sorted(df["status"]) == ["completed", "failed"] and set(df["runner"]) == {"papermill"}
     assert json.loads(df.loc[df["status"] == "failed", "config"].iloc[0])["fail"] is True
+
+
+@pytest.mark.parametrize("runner", ["papermill", "inprocess"])
+def test_a_sweep_sets_precision_and_activation_checkpointing_of_every_notebook(tmp_path, runner):
+    """Both training switches are parameters of every notebook that trains (methods, analysis,
+    music), so a sweep, papermill and the music notebooks' comparison can set them."""
+    trains = [nb for nb in sorted(Path("notebooks").glob("*.ipynb"))
+              if "device" in pk.experiments.runs.notebook_parameters(nb)]  # fmt: skip
+    assert len(trains) == 15
+    if runner == "inprocess":  # run_experiment itself: the method notebooks
+        trains = [nb for nb in trains if "method" in pk.experiments.runs.notebook_parameters(nb)]
+    sweep = write_sweep(tmp_path / "s.yaml", {
+        "experiment": "switches", "runner": runner,
+        "params": {"precision": "bf16", "activation_checkpointing": True},
+        "runs": [{"notebook": str(nb)} for nb in trains],
+    })  # fmt: skip
+    specs = plan_sweep(sweep)
+    assert len(specs) == len(trains) >= 10
+    assert all(s.resolved["precision"] == "bf16" for s in specs)
+    assert all(s.resolved["activation_checkpointing"] is True for s in specs)
