@@ -57,8 +57,9 @@ def executor_options(block: Any, file: Path, *, workers: int | None = None,
     Returns ``{'name': None | 'local' | 'slurm' | 'debug', 'workers': int, 'devices': int,
     'poll_seconds': float, 'state_timeout_s': float, 'submitit': {option: value}}``; ``name``
     None (``none``) means: in this process, in order. ``slurm`` needs a time limit
-    (``timeout_min``); ``local`` gets :data:`LOCAL_TIMEOUT_MIN` unless it has one. ``devices`` N > 1: each run is one job of N tasks on one node, trained
-    data-parallel (:mod:`petl_kit.training.distributed`); ``local`` or ``slurm`` only.
+    (``timeout_min``); ``local`` gets :data:`LOCAL_TIMEOUT_MIN` unless it has one. ``devices``
+    N > 1: each run is one job of N tasks on one node, trained data-parallel
+    (:mod:`petl_kit.training.distributed`); ``local`` or ``slurm`` only.
     """
     block = {"name": block} if isinstance(block, str) else dict(block or {})
     if not all(isinstance(k, str) for k in block):
