@@ -409,7 +409,10 @@ def report(args, benches: list[Bench], load: tuple, wall: float) -> str:
     lines = [
         "# One training step per method: time and memory (AST-base, CPU)",
         "",
-        f"`benchmarks/step_time.py --repeats {args.repeats}` ({time.strftime('%Y-%m-%d %H:%M')})."
+        f"`benchmarks/step_time.py --repeats {args.repeats}"
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (f" --precision {' '.join(args.precision)}" if args.precision != ["fp32"] else "")
+        + f"` ({time.strftime('%Y-%m-%d %H:%M')})."
         f" Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
         f"(load average {load[0][0]:.2f} / {load[0][1]:.2f} / {load[0][2]:.2f} at the start, "
         f"{load[1][0]:.2f} / {load[1][1]:.2f} / {load[1][2]:.2f} at the end), torch "
