@@ -145,6 +145,11 @@ def machine(args, load: tuple) -> list[str]:
     ]
 
 
+def _rate(x: float) -> str:
+    """Examples per second with three significant digits up to 100 (AST-base: below 1)."""
+    return f"{x:.1f}" if x >= 100 else f"{x:.3g}"
+
+
 def report(args, n_clips: int, rows: list[dict], load: tuple, wall: float) -> str:
     model = (
         "AST-base, random weights" if args.ast_base else "built-in tiny AST (`builtin:tiny-ast`)"
@@ -188,8 +193,8 @@ def report(args, n_clips: int, rows: list[dict], load: tuple, wall: float) -> st
         lines.append(
             f"| {r['method']} | {r['trainable']:,} | {'on' if r['cache'] else 'off'} | "
             f"{fill} | "
-            f"{ex / r['epochs'][0]:.1f} | {ex / later:.1f} | "
-            f"{ex / later_cpu:.1f} | {later:.2f} | {r['wall']:.1f} | "
+            f"{_rate(ex / r['epochs'][0])} | {_rate(ex / later)} | "
+            f"{_rate(ex / later_cpu)} | {later:.2f} | {r['wall']:.1f} | "
             f"{'–' if not r['cache'] else f'{speed:.1f}×; {speed_cpu:.1f}×'} |"
         )
     fills = [r["fill"] for r in rows if r["cache"]]
