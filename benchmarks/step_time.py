@@ -173,7 +173,6 @@ def make(b: Bench, profile_name: str) -> None:
 def step(b: Bench, batch: dict, timed: bool) -> None:
     """One training step as ``fit`` takes it (autocast forward, fp32 loss, fp16 loss scaling);
     phases timed in process CPU seconds, the whole step also in wall."""
-    scaler = b.scaler
     w0, t0 = time.perf_counter(), time.process_time()
     b.opt.zero_grad(set_to_none=True)
     with record_function("forward"):
@@ -181,11 +180,11 @@ def step(b: Bench, batch: dict, timed: bool) -> None:
         loss = F.cross_entropy(logits, target)
     t1 = time.process_time()
     with record_function("backward"):
-        scaler.scale(loss).backward()
+        b.scaler.scale(loss).backward()
     t2 = time.process_time()
     with record_function("optimizer"):
-        scaler.step(b.opt)
-        scaler.update()
+        b.scaler.step(b.opt)
+        b.scaler.update()
     t3, w1 = time.process_time(), time.perf_counter()
     if timed:
         phases = (*PHASES, "step", "wall")
