@@ -18,6 +18,7 @@ it (``FitResult.precision``), and with it the run's metrics and ledger.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -29,6 +30,24 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+def _cpuinfo() -> str:
+    """The text of ``/proc/cpuinfo`` ('' where there is none: not Linux, or unreadable)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        return cpuinfo.read_text() if cpuinfo.is_file() else ""
+    except OSError:
+        return ""
+
+
+def _cpuinfo_field(text: str, key: str) -> str:
+    """The value of the first ``key : value`` line of ``/proc/cpuinfo`` text ('' if none)."""
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            return value.strip()
+    return ""
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU multiplies bf16 matrices natively (AMX-BF16 or AVX-512-BF16).
 
@@ -38,12 +57,30 @@ def cpu_has_native_bf16() -> bool:
     capability = str(torch.backends.cpu.get_cpu_capability()).upper()
     if "AMX" in capability or "BF16" in capability:
         return True
-    cpuinfo = Path("/proc/cpuinfo")
-    try:
-        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    except OSError:
-        return False
-    return any(f" {flag}" in flags for flag in _CPU_BF16_FLAGS)
+    flags = _cpuinfo_field(_cpuinfo(), "flags").split()
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
+
+
+def cpu_summary() -> dict:
+    """What decides whether bf16 is fast on this CPU, for benchmark reports.
+
+    Returns ``{'model', 'cores', 'capability', 'matrix_flags', 'native_bf16', 'auto'}``: the CPU
+    model name ('' where ``/proc/cpuinfo`` does not give one), ``os.cpu_count()``, torch's
+    vectorisation level (``torch.backends.cpu.get_cpu_capability()``), the AVX-512 / AMX / VNNI
+    flags that ``/proc/cpuinfo`` lists (sorted), :func:`cpu_has_native_bf16`, and the
+    precision that ``precision='auto'`` runs on the CPU.
+    """
+    text = _cpuinfo()
+    flags = _cpuinfo_field(text, "flags").split()
+    matrix = sorted({f for f in flags if f.startswith(("avx512", "amx", "avx_vnni"))})
+    return {
+        "model": _cpuinfo_field(text, "model name"),
+        "cores": os.cpu_count(),
+        "capability": str(torch.backends.cpu.get_cpu_capability()),
+        "matrix_flags": matrix,
+        "native_bf16": cpu_has_native_bf16(),
+        "auto": resolve_precision("auto", torch.device("cpu")),
+    }
 
 
 def native_bf16(device: torch.device) -> bool:

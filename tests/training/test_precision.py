@@ -104,3 +104,17 @@ def test_map_records_the_tags_it_dropped():
     m = compute_metrics("multilabel", scores, labels)
     assert m["mAP_tags_dropped"] == 1  # tag 2 has no positive
     assert m["mAP"] == pytest.approx((1.0 + 1.0 + 1.0) / 3)
+
+
+@pytest.mark.parametrize(
+    ("flags", "native", "auto"),
+    [("fpu avx2 avx512f avx512_vnni", False, "fp32"), ("fpu avx512f amx_bf16", True, "bf16")],
+)
+def test_cpu_summary_reads_the_bf16_flags(monkeypatch, flags, native, auto):
+    text = f"processor\t: 0\nmodel name\t: Test CPU @ 2.0GHz\nflags\t\t: {flags}\n\n"
+    monkeypatch.setattr(prec, "_cpuinfo", lambda: text)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    s = prec.cpu_summary()
+    assert s["model"] == "Test CPU @ 2.0GHz" and s["capability"] == "AVX512"
+    assert s["matrix_flags"] == sorted(f for f in flags.split() if f != "fpu" and f != "avx2")
+    assert s["native_bf16"] is native and s["auto"] == auto
