@@ -354,7 +354,11 @@ def _result(job, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     try:
         return job.results()[0]  # task 0's record (a multi-device job has one per task)
     except Exception as err:
-        error = f"the worker died: {type(err).__name__}: {str(err)[-2000:]}"
+        own = read_json(run_dir / "metrics.json") or {}
+        if own.get("status") == "failed" and own.get("error"):  # the run's own error first: the
+            error = own["error"]  # other tasks of a multi-device run fail after it
+        else:
+            error = f"the worker died: {type(err).__name__}: {str(err)[-2000:]}"
         _mark(run_dir, "failed", error, getattr(job, "stderr", lambda: "")() or "")
         return {"name": spec.name, "status": "failed", "run_dir": run_dir, "seconds": 0.0,
                 "error": error}  # fmt: skip

@@ -1,6 +1,7 @@
 """Data-parallel training (``training.distributed``): two CPU processes (gloo) launched by
 torchrun train exactly what one process trains with the same global batch; a run, the CLI and a
-sweep (submitit's local executor, ``devices: 2``) write one folder through process 0."""
+sweep (submitit's local executor, ``devices: 2``) write one folder through process 0, and a failing
+multi-device run is recorded with its own error."""
 
 import importlib.util
 import json
@@ -121,13 +122,18 @@ def test_sweep_runs_on_two_devices_through_submitit(tmp_path, monkeypatch, tiny_
         monkeypatch.setenv(key, value)
     sweep = write_sweep(tmp_path / "dp.yaml", {
         "experiment": "dps", "runner": "inprocess",
-        "executor": {"name": "local", "devices": 2, "timeout_min": 10, "poll_seconds": 0.5},
+        "executor": {"name": "local", "devices": 2, "workers": 2, "timeout_min": 10,
+                     "poll_seconds": 0.5},
         "params": {"checkpoint": str(tiny_checkpoints["ast"]), "n_per_class": 4, "epochs": 1},
-        "runs": [{"notebook": "notebooks/16_adapter.ipynb", "name": "adapter"}],
+        "runs": [{"notebook": "notebooks/16_adapter.ipynb", "name": "adapter"},
+                 {"notebook": "notebooks/16_adapter.ipynb", "name": "broken",
+                  "params": {"dataset": "no_such"}}],
     })  # fmt: skip
     lines = []
     records = run_sweep(sweep, log=lines.append, progress=False)
-    assert [r["status"] for r in records] == ["completed"], lines
+    assert [r["status"] for r in records] == ["completed", "failed"], lines
+    # process 0's own error, not the other process's lost connection
+    assert records[1]["error"].startswith("ValueError: unknown dataset 'no_such'")
     runs = list((tmp_path / "outputs" / "dps").glob("adapter-*"))
     assert runs == [records[0]["run_dir"]]
     metrics = json.loads((runs[0] / "metrics.json").read_text())
