@@ -208,8 +208,8 @@ def shard_loader(loader: DataLoader) -> DataLoader:
 def share_weight(loader: DataLoader) -> tuple[int, float]:
     """``(real items, loss weight)`` of the batch just drawn from a :func:`shard_loader`: the
     weight ``real × size / global`` makes DDP's mean of the processes' gradients the gradient of
-    the global batch's mean loss (0 for a stand-in item). ``(len, 1.0)`` is not asked for
-    without a process group."""
+    the global batch's mean loss (0 for a stand-in item). Only for a sharded loader (more than
+    one process); a lone process's weight is 1."""
     real, total = loader.batch_sampler.shares.popleft()
     return real, real * world()[1] / total
 
