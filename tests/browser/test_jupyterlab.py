@@ -117,13 +117,16 @@ def lab(tmp_path_factory, browser):
 
 
 def _wait(driver, condition, timeout: float, what: str):
-    from selenium.common.exceptions import TimeoutException
+    """``condition(driver)`` once truthy; an element replaced while it was read (a redrawn
+    output) only means: ask again at the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+        return WebDriverWait(driver, timeout, poll_frequency=0.5,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d: condition(d), message=f"timed out waiting for {what}"
-        )
+        )  # fmt: skip
     except TimeoutException:
         folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tempfile.gettempdir()))
         shot = folder / f"browser-timeout-{uuid.uuid4().hex[:8]}.png"
@@ -192,11 +195,10 @@ def test_compare_dashboard_follows_the_experiment_dropdown(browser, lab):
 
     def redrawn(d):
         now = [_pngs(a) for a in (pareto, curves)]
-        return all(len(p) == 1 and p != was for p, was in zip(now, drawn_before, strict=True))
+        new = all(len(p) == 1 and p != was for p, was in zip(now, drawn_before, strict=True))
+        return now if new else None
 
-    _wait(browser, redrawn, 60, "both figures to be redrawn for the new experiment")
-    for area in (pareto, curves):
-        pngs = _pngs(area)
+    for pngs in _wait(browser, redrawn, 60, "both figures to be redrawn for the new experiment"):
         assert len(pngs) == 1 and _drawn(pngs[0]), "a figure output is not one drawn image"
 
 
@@ -216,6 +218,11 @@ def test_router_slots_slider_redraws(browser, lab):
     assert len(first) == 1 and _drawn(first[0])
     sliders[0].click()  # the layer slider: one layer down
     sliders[0].send_keys(Keys.ARROW_LEFT)
-    _wait(browser, lambda d: _pngs(area) and _pngs(area)[0] != first[0], 60, "a redrawn slot")
-    now = _pngs(area)
+
+    def redrawn(d):  # the output is found afresh each time: the redraw replaces its elements
+        found = slider_output(d)
+        now = _pngs(found[1]) if found else []
+        return now if now and now[0] != first[0] else None
+
+    now = _wait(browser, redrawn, 60, "a redrawn slot")
     assert len(now) == 1 and _drawn(now[0]), "the slider's output is not one drawn image"
