@@ -87,25 +87,16 @@ def _label(row) -> str:
 
 
 def _machine() -> list[str]:
-    from petl_kit.training.precision import cpu_has_native_bf16
+    from petl_kit.training.precision import cpu_summary
 
-    model = platform.processor() or platform.machine()
-    flags: list[str] = []
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    relevant = [f for f in flags if "bf16" in f or f.startswith(("avx512f", "amx", "avx2"))]
+    cpu = cpu_summary()
     return [
-        f"- CPU: {model}, {os.cpu_count()} logical cores (shared with other jobs while this ran)",
-        f"- bf16-relevant CPU flags: {', '.join(relevant) or 'none'} "
-        f"(native bf16 matmul: {cpu_has_native_bf16()}; torch CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}), so `auto` resolves to "
-        f"{'bf16' if cpu_has_native_bf16() else 'fp32'} here; bf16 autocast still computes in "
-        "bf16 (emulated), which is what the accuracy comparison needs",
+        f"- CPU: {cpu['model'] or platform.machine()}, {cpu['cores']} logical cores (shared with "
+        "other jobs while this ran)",
+        f"- AVX-512 / AMX / VNNI CPU flags: {', '.join(cpu['matrix_flags']) or 'none'} "
+        f"(native bf16 matmul: {cpu['native_bf16']}; torch CPU capability {cpu['capability']}), "
+        f"so `auto` resolves to {cpu['auto']} here; bf16 autocast still computes in bf16 "
+        "(emulated), which is what the accuracy comparison needs",
         f"- torch {torch.__version__}, Python {platform.python_version()}, one thread per run",
     ]
 
